@@ -1,0 +1,49 @@
+"""fastworker: run @task functions on forked worker processes of one host,
+through a shared-memory priority ring."""
+
+from .client import Client
+from .errors import (
+    ClientClosedError,
+    ConfigError,
+    ControlPlaneUnavailable,
+    DuplicateTaskError,
+    FastWorkerError,
+    PayloadTooLargeError,
+    SegmentError,
+    SerializationError,
+    SharedMemoryFullError,
+    TaskModuleImportError,
+    TaskNotFoundError,
+    TaskTimeoutError,
+    UnknownTaskError,
+    WorkerLostError,
+)
+from .tasks.models import SerializationFormat, TaskPriority, TaskResult, TaskStatus
+from .tasks.registry import load_task_modules, task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Client",
+    "ClientClosedError",
+    "ConfigError",
+    "ControlPlaneUnavailable",
+    "DuplicateTaskError",
+    "FastWorkerError",
+    "PayloadTooLargeError",
+    "SegmentError",
+    "SerializationError",
+    "SerializationFormat",
+    "SharedMemoryFullError",
+    "TaskModuleImportError",
+    "TaskNotFoundError",
+    "TaskPriority",
+    "TaskResult",
+    "TaskStatus",
+    "TaskTimeoutError",
+    "UnknownTaskError",
+    "WorkerLostError",
+    "__version__",
+    "load_task_modules",
+    "task",
+]

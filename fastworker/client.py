@@ -1,0 +1,431 @@
+"""The asyncio Client.
+
+Embedded mode (``Client(workers=N, task_modules=[...])``): this process
+becomes the parent.  It creates the shared segment, forks the zygote that
+forks the workers, and submits straight into the ring.
+
+    delay() ──encode──▶ segment.submit ──▶ [ lanes CRITICAL..LOW ] ──take──▶ worker
+                                                                             │ run
+    _on_wakeup ◀── eventfd (only when armed) ◀── done list ◀──complete──────┘
+        │ drain: copy results out, free slots
+        ▼
+    RecordTable ──▶ wait() futures, get_task_result()
+
+One eventfd wake-up drains every result that is ready: the client re-arms
+only after draining, so under load workers skip the write entirely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from . import _native
+from .config import Config
+from .errors import (
+    ClientClosedError,
+    ControlPlaneUnavailable,
+    PayloadTooLargeError,
+    TaskNotFoundError,
+    TaskTimeoutError,
+    UnknownTaskError,
+)
+from .engine import shm
+from .engine.ids import TaskIds
+from .engine.records import CANCELLED, FAILURE, PENDING, STARTED, SUCCESS, Record, RecordTable, from_ns
+from .engine.supervisor import Supervisor
+from .engine.zygote import WorkerSpec
+from .tasks.models import TaskPriority, TaskResult, TaskStatus
+from .tasks.registry import load_task_modules, registry
+from .tasks.serialization import Codec
+
+log = logging.getLogger("fastworker.client")
+
+_NORMAL = TaskPriority.NORMAL
+_STATUS_OF = {_native.RESULT_SUCCESS: SUCCESS, _native.RESULT_FAILURE: FAILURE}
+# delay() keywords that belong to the scheduler, which is not built yet: they
+# must not silently become the task's own keyword arguments.
+_SCHEDULING = ("countdown", "eta")
+_BATCH_KEYS = frozenset(("task_name", "args", "kwargs", "priority"))
+# How long stop() lets running tasks finish before their workers are killed.
+_STOP_GRACE = 5.0
+
+_live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_forgotten_clients() -> None:
+    """A script that never stopped its Client still leaves nothing behind."""
+    for client in list(_live_clients):
+        client._teardown(grace=0.0)
+
+
+class Client:
+    """Submit tasks and collect their results from asyncio code.
+
+    ``Client(workers=N, task_modules=[...])`` runs an embedded engine: this
+    process owns the workers.  Every option falls back to its
+    ``FASTWORKER_*`` environment variable, then to its default.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        task_modules: str | Iterable[str] | None = None,
+        *,
+        name: str | None = None,
+        serialization_format: str | None = None,
+        timeout: float | None = None,
+        result_cache_size: int | None = None,
+        result_cache_ttl: float | None = None,
+        slots: int | None = None,
+        arena_size: int | str | None = None,
+    ) -> None:
+        self._embedded = workers is not None or task_modules is not None
+        modules = task_modules if task_modules is None or isinstance(task_modules, str) else ",".join(task_modules)
+        self.config = Config.resolve(
+            workers=workers,
+            task_modules=modules,
+            name=name,
+            serialization_format=serialization_format,
+            timeout=timeout,
+            result_cache_size=result_cache_size,
+            result_cache_ttl=result_cache_ttl,
+            slots=slots,
+            arena_size=arena_size,
+        )
+        self._codec = Codec.for_format(self.config.serialization_format)
+        self._segment: _native.Segment | None = None
+        self._supervisor: Supervisor | None = None
+        self._records = RecordTable(self.config.result_cache_size, self.config.result_cache_ttl)
+        self._ids = TaskIds()
+        self._counter = 0
+        self._fn_ids: dict[str, int] = {}
+        self._client_id = 0
+        self._eventfd = -1
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._room_waiters: list[asyncio.Future] = []
+        self._closed = False
+
+    # ------------------------------------------------------------------ life
+
+    async def __aenter__(self) -> Client:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        # Leaving on an error or Ctrl-C: do not wait for running tasks.
+        self._teardown(grace=_STOP_GRACE if exc_type is None else 0.0)
+
+    async def start(self) -> None:
+        if self._segment is not None:
+            return
+        if self._closed:
+            raise ClientClosedError("this Client was stopped; create a new one")
+        if not self._embedded:
+            raise ControlPlaneUnavailable(
+                "attaching to a running `fastworker control-plane` is not available in this version; "
+                "run an embedded engine instead: Client(workers=N, task_modules=[...])"
+            )
+        loop = asyncio.get_running_loop()
+        load_task_modules(self.config.task_modules)
+        names = registry.snapshot()
+        tasks = tuple(registry.get(n) for n in names)
+        self._fn_ids = {n: i for i, n in enumerate(names)}
+        geometry = shm.Geometry(
+            nslots=self.config.slots,
+            arena_size=self.config.arena_size,
+            max_workers=self.config.workers,
+            max_clients=1,
+        )
+        segment = shm.create("e", geometry)
+        try:
+            self._client_id, _gen = segment.client_open(os.getpid())
+            self._eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            spec = WorkerSpec(segment, tasks, self._codec, {self._client_id: self._eventfd})
+            self._supervisor = Supervisor(segment, self.config.workers, spec, self._on_lost)
+            self._segment = segment
+            self._loop = loop
+            _live_clients.add(self)
+            self._supervisor.start(loop)
+            loop.add_reader(self._eventfd, self._on_wakeup)
+            segment.arm(self._client_id)
+        except BaseException:
+            self._teardown(grace=0.0)
+            raise
+
+    def stop(self) -> None:
+        """Stop the workers (running tasks get a few seconds), remove the segment."""
+        self._teardown(grace=_STOP_GRACE)
+
+    def _teardown(self, grace: float) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        _live_clients.discard(self)
+        segment, supervisor = self._segment, self._supervisor
+        if segment is None:
+            return
+        try:
+            if self._loop is not None and self._eventfd >= 0 and not self._loop.is_closed():
+                self._loop.remove_reader(self._eventfd)
+            if supervisor is not None and supervisor.loop is not None:
+                supervisor.stop(grace)
+            self._collect()  # results finished during the grace period
+        finally:
+            self._fail_unfinished()
+            name = segment.name
+            segment.close()
+            shm.unlink(name)
+            if self._eventfd >= 0:
+                os.close(self._eventfd)
+                self._eventfd = -1
+            self._segment = None
+            for fut in self._room_waiters:
+                if not fut.done():
+                    fut.set_exception(ClientClosedError("the client stopped"))
+
+    def _fail_unfinished(self) -> None:
+        for record in self._records.pending():
+            del self._records.in_flight[record.handle]
+            record.error = "ClientClosedError: the client stopped before the task finished"
+            self._records.finish(record, CANCELLED)
+
+    # ------------------------------------------------------------ submitting
+
+    def _require_segment(self) -> _native.Segment:
+        segment = self._segment
+        if segment is None:
+            raise ClientClosedError(
+                "the client is stopped" if self._closed else "the client is not started: use `async with Client(...)`"
+            )
+        return segment
+
+    def _encode(self, task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any] | None, priority: Any):
+        fn_id = self._fn_ids.get(task_name)
+        if fn_id is None:
+            raise UnknownTaskError(task_name, self._fn_ids)
+        lane = priority if priority.__class__ is TaskPriority else TaskPriority.parse(priority)
+        payload, flags = self._codec.encode_args(task_name, args, kwargs)
+        return fn_id, lane, payload, flags
+
+    async def delay(self, task_name: str, /, *args: Any, priority: Any = _NORMAL, **kwargs: Any) -> str:
+        """Queue a task and return its id at once."""
+        segment = self._require_segment()
+        if kwargs and any(k in kwargs for k in _SCHEDULING):
+            raise NotImplementedError(
+                "countdown= and eta= scheduling is not available in this version; "
+                "submit the task when it is due"
+            )
+        fn_id, lane, payload, flags = self._encode(task_name, args, kwargs, priority)
+        self._counter += 1
+        tag = self._counter
+        while True:
+            try:
+                handle = segment.submit(self._client_id, lane, fn_id, flags, tag, payload)
+                break
+            except _native.Full:
+                await self._wait_for_room()
+            except _native.TooBig:
+                raise self._too_big(task_name, len(payload)) from None
+            except _native.Shutdown:
+                raise ClientClosedError("the client is stopping; the task was not queued") from None
+        task_id = self._ids.make(tag)
+        self._records.add(Record(task_id, task_name, handle))
+        return task_id
+
+    async def submit_task(
+        self,
+        task_name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        priority: Any = _NORMAL,
+    ) -> TaskResult:
+        """Queue a task and wait for its final result (up to the Client's ``timeout``)."""
+        task_id = await self.delay(task_name, *args, priority=priority, **(kwargs or {}))
+        return await self.wait(task_id, timeout=self.config.timeout)
+
+    async def submit_batch(self, tasks: Iterable[Mapping[str, Any]], default_priority: Any = _NORMAL) -> list[str]:
+        """Queue many tasks; ids in input order.
+
+        Every task is checked and encoded before the first is queued, so a
+        bad one queues none.  A batch larger than the free room goes in as
+        room appears.
+        """
+        segment = self._require_segment()
+        default = TaskPriority.parse(default_priority)
+        entries = []
+        for position, spec in enumerate(tasks):
+            if not isinstance(spec, Mapping) or "task_name" not in spec or not _BATCH_KEYS.issuperset(spec):
+                raise ValueError(
+                    f"submit_batch(): task #{position} must be a mapping with 'task_name' and optionally "
+                    f"'args', 'kwargs', 'priority'; got {spec!r}"
+                )
+            name = spec["task_name"]
+            entry = self._encode(name, spec.get("args", ()), spec.get("kwargs"), spec.get("priority", default))
+            self._counter += 1
+            entries.append((name, self._counter, entry))
+        handles: list[int] = []
+        chunk = len(entries)
+        while len(handles) < len(entries):
+            part = entries[len(handles) : len(handles) + min(chunk, segment.nslots)]
+            try:
+                handles += segment.submit_many(
+                    self._client_id, [(lane, fn_id, flags, tag, payload) for _, tag, (fn_id, lane, payload, flags) in part]
+                )
+            except _native.Full:
+                if chunk > 1:
+                    chunk = max(1, len(part) // 2)
+                else:
+                    await self._wait_for_room()
+            except _native.TooBig:
+                bad = max(part, key=lambda e: len(e[2][2]))
+                raise self._too_big(bad[0], len(bad[2][2])) from None
+            except _native.Shutdown:
+                raise ClientClosedError("the client is stopping; the batch was not fully queued") from None
+        ids = []
+        for (name, tag, _), handle in zip(entries, handles):
+            task_id = self._ids.make(tag)
+            self._records.add(Record(task_id, name, handle))
+            ids.append(task_id)
+        return ids
+
+    def _too_big(self, task_name: str, size: int) -> PayloadTooLargeError:
+        limit = self._segment.arena_max_block if self._segment else 0
+        return PayloadTooLargeError(
+            f"the arguments of task {task_name!r} take {size} bytes, more than the shared arena's largest "
+            f"block ({limit} bytes); raise FASTWORKER_ARENA_SIZE (arena_size=) or pass the data another way"
+        )
+
+    async def _wait_for_room(self) -> None:
+        """Back-pressure: the ring is full, so wait until results free some of it."""
+        if self._collect():
+            return
+        fut = self._loop.create_future()
+        self._room_waiters.append(fut)
+        await fut
+
+    # ------------------------------------------------------------- results
+
+    def _on_wakeup(self) -> None:
+        try:
+            os.eventfd_read(self._eventfd)
+        except BlockingIOError:
+            pass
+        self._collect()
+
+    def _on_lost(self, lost: list[tuple[int, int]]) -> None:
+        self._collect()
+
+    def _collect(self) -> int:
+        """Drain every finished task of this client, then re-arm the wake-up."""
+        segment = self._segment
+        if segment is None:
+            return 0
+        records = self._records
+        in_flight = records.in_flight
+        collected = 0
+        while True:
+            items = segment.drain(self._client_id)
+            for handle, status, _flags, _tag, payload, t_start, t_end in items:
+                record = in_flight.pop(handle, None)
+                if record is None:
+                    continue
+                record.payload = payload
+                record.t_start = t_start
+                record.t_end = t_end
+                records.finish(record, _STATUS_OF[status])
+            collected += len(items)
+            if not segment.arm(self._client_id):
+                break
+        if collected and self._room_waiters:
+            waiters, self._room_waiters = self._room_waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+        return collected
+
+    def _record(self, task_id: str) -> Record:
+        record = self._records.get(task_id)
+        if record is None:
+            raise TaskNotFoundError(
+                f"unknown task id {task_id!r}: not submitted by this client, or its result expired "
+                f"(results are kept for {self.config.result_cache_ttl:g} s, at most {self.config.result_cache_size})"
+            )
+        return record
+
+    def _snapshot(self, record: Record) -> TaskResult:
+        if record.status.is_final:
+            return record.to_result(self._codec)
+        status, t_start = PENDING, 0
+        if self._segment is not None:
+            state, t_start = self._segment.handle_state(record.handle)
+            if state == _native.SLOT_RUNNING:
+                status = STARTED
+        started = TaskResult(task_id=record.task_id, status=status, task_name=record.task_name)
+        if status is STARTED:
+            started.started_at = from_ns(t_start)
+        return started
+
+    async def wait(self, task_id: str, timeout: float | None = None) -> TaskResult:
+        """Wait for a task's final status and return its result."""
+        record = self._record(task_id)
+        if not record.status.is_final:
+            fut = self._loop.create_future()
+            if record.waiters is None:
+                record.waiters = []
+            record.waiters.append(fut)
+            try:
+                await asyncio.wait_for(fut, timeout)
+            except asyncio.TimeoutError:
+                raise TaskTimeoutError(
+                    f"task {task_id} ({record.task_name!r}) did not finish within {timeout:g} s; "
+                    f"it is still {self._snapshot(record).status.value} and keeps running"
+                ) from None
+            finally:
+                if record.waiters and fut in record.waiters:
+                    record.waiters.remove(fut)
+        return record.to_result(self._codec)
+
+    async def get_task_result(self, task_id: str) -> TaskResult | None:
+        """The task's result or current status; None if unknown or expired."""
+        return self.get_result(task_id)
+
+    def get_result(self, task_id: str) -> TaskResult | None:
+        record = self._records.get(task_id)
+        return None if record is None else self._snapshot(record)
+
+    def get_status(self, task_id: str) -> TaskStatus | None:
+        record = self._records.get(task_id)
+        return None if record is None else self._snapshot(record).status
+
+    async def cancel_task(self, task_id: str) -> bool:
+        """Cancel a task still waiting in the queue: True if it will never run."""
+        record = self._records.get(task_id)
+        if record is None or record.status.is_final or self._segment is None:
+            return False
+        if not self._segment.cancel(self._client_id, record.handle):
+            return False
+        del self._records.in_flight[record.handle]
+        record.error = "cancelled before it started"
+        self._records.finish(record, CANCELLED)
+        return True
+
+    # ------------------------------------------------------------ inspection
+
+    @property
+    def workers(self) -> int:
+        return self.config.workers
+
+    def stats(self) -> dict[str, Any]:
+        segment = self._require_segment()
+        stats = segment.stats()
+        stats["in_flight"] = len(self._records.in_flight)
+        stats["workers_lost"] = self._supervisor.workers_lost if self._supervisor else 0
+        stats["worker_pids"] = dict(self._supervisor.pids) if self._supervisor else {}
+        return stats

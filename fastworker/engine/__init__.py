@@ -1,0 +1,1 @@
+"""The engine: shared segment, worker loop, fork server and supervisor."""

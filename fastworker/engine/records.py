@@ -1,0 +1,148 @@
+"""A client's record of its tasks: in flight, then finished and kept for a while.
+
+Finished records are kept for ``get_task_result`` in insertion order, least
+recently used first: at most ``size`` of them, none older than ``ttl``
+seconds.  Results are decoded only when somebody asks for them; a
+fire-and-forget task's payload is never decoded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from ..tasks.models import TaskResult, TaskStatus
+from ..tasks.serialization import Codec, decode_failure
+
+PENDING, STARTED, SUCCESS, FAILURE, CANCELLED = (
+    TaskStatus.PENDING,
+    TaskStatus.STARTED,
+    TaskStatus.SUCCESS,
+    TaskStatus.FAILURE,
+    TaskStatus.CANCELLED,
+)
+
+
+def from_ns(ns: int) -> datetime | None:
+    return datetime.fromtimestamp(ns / 1e9, timezone.utc) if ns else None
+
+
+class Record:
+    """One task as this client knows it."""
+
+    __slots__ = (
+        "task_id",
+        "task_name",
+        "handle",
+        "status",
+        "payload",
+        "t_start",
+        "t_end",
+        "finished_at",
+        "waiters",
+        "error",
+        "_result",
+    )
+
+    def __init__(self, task_id: str, task_name: str, handle: int) -> None:
+        self.task_id = task_id
+        self.task_name = task_name
+        self.handle = handle
+        self.status = PENDING
+        self.payload: bytes | None = None
+        self.t_start = 0
+        self.t_end = 0
+        self.finished_at = 0.0
+        self.waiters: list | None = None  # futures of wait()
+        self.error: str | None = None  # set directly for outcomes decided in this process
+        self._result: TaskResult | None = None
+
+    def to_result(self, codec: Codec) -> TaskResult:
+        if self._result is not None:
+            return self._result
+        value = error = tb = None
+        status = self.status
+        if status is SUCCESS:
+            try:
+                value = codec.decode_result(self.payload)
+            except Exception as exc:  # noqa: BLE001 - a result that cannot be read is a failure to report
+                status, error = FAILURE, f"{type(exc).__name__}: {exc}"
+        elif status is FAILURE and self.payload is not None:
+            error, tb = decode_failure(self.payload)
+        else:
+            error = self.error
+        result = TaskResult(
+            task_id=self.task_id,
+            status=status,
+            result=value,
+            error=error,
+            started_at=from_ns(self.t_start),
+            completed_at=from_ns(self.t_end),
+            traceback=tb or None,
+            task_name=self.task_name,
+        )
+        if status.is_final:
+            self._result = result  # final: decode once
+            self.payload = None
+        return result
+
+
+class RecordTable:
+    def __init__(self, size: int, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.size = size
+        self.ttl = ttl
+        self.clock = clock
+        self.by_id: dict[str, Record] = {}
+        self.in_flight: dict[int, Record] = {}  # by ring handle
+        self.finished: dict[str, Record] = {}  # oldest first
+
+    def add(self, record: Record) -> None:
+        self.by_id[record.task_id] = record
+        self.in_flight[record.handle] = record
+
+    def get(self, task_id: str) -> Record | None:
+        record = self.by_id.get(task_id)
+        if record is not None and record.status.is_final:
+            if self.clock() - record.finished_at > self.ttl:
+                del self.finished[task_id]
+                del self.by_id[task_id]
+                return None
+            # least recently used goes first: move a looked-up record to the end
+            del self.finished[task_id]
+            self.finished[task_id] = record
+        return record
+
+    def finish(self, record: Record, status: TaskStatus) -> None:
+        """Mark final, wake waiters, and keep the finished records within bounds."""
+        record.status = status
+        record.finished_at = now = self.clock()
+        self.finished[record.task_id] = record
+        waiters = record.waiters
+        if waiters:
+            record.waiters = None
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(record)
+        if len(self.finished) > self.size:
+            self._evict_over_size()
+        first = next(iter(self.finished.values()))
+        if now - first.finished_at > self.ttl:
+            self._expire()
+
+    def _evict_over_size(self) -> None:
+        while len(self.finished) > self.size:
+            task_id = next(iter(self.finished))
+            del self.finished[task_id]
+            del self.by_id[task_id]
+
+    def _expire(self) -> None:
+        limit = self.clock() - self.ttl
+        while self.finished:
+            task_id, record = next(iter(self.finished.items()))
+            if record.finished_at >= limit:
+                break
+            del self.finished[task_id]
+            del self.by_id[task_id]
+
+    def pending(self) -> list[Record]:
+        return list(self.in_flight.values())

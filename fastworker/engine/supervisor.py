@@ -1,0 +1,187 @@
+"""The parent's side of the workers: start them, watch them, replace the dead.
+
+Runs on the owner's asyncio loop.  Each worker is watched through a pidfd
+(race-free against pid reuse, works although the zygote is the worker's
+parent); the zygote, which reaps it, reports its wait status.  A dead
+worker's running task is failed with a ``WorkerLostError`` that names the
+signal or exit code, and a new worker takes its index with the next
+incarnation, so a late write by the old one can never land.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+
+from .. import _native
+from ..errors import WorkerLostError
+from ..tasks.serialization import encode_failure
+from . import zygote
+from .zygote import WorkerSpec, ZygoteHandle, describe_exit
+
+log = logging.getLogger("fastworker.supervisor")
+
+# A worker whose exit status has not come from the zygote this long after its
+# pidfd became readable is finalized without it.
+_STATUS_GRACE = 0.5
+# Respawns of a worker that keeps dying young back off up to this long.
+_MAX_BACKOFF = 2.0
+_YOUNG = 1.0
+
+
+def lost_payload(message: str) -> bytes:
+    """The failure a reclaimed slot carries; it must fit inline in the slot."""
+    while True:
+        payload = encode_failure(WorkerLostError(message), "")
+        if len(payload) <= _native.INLINE_CAPACITY:
+            return payload
+        message = message[: len(message) - (len(payload) - _native.INLINE_CAPACITY) - 1]
+
+
+class Supervisor:
+    def __init__(
+        self,
+        segment: _native.Segment,
+        workers: int,
+        spec: WorkerSpec,
+        on_lost: Callable[[list[tuple[int, int]]], None],
+    ) -> None:
+        self.segment = segment
+        self.size = workers
+        self.spec = spec
+        self.on_lost = on_lost  # told (handle, client) of every task failed by a worker's death
+        self.incarnations = [0] * workers
+        self.pids: dict[int, int] = {}
+        self._pidfds: dict[int, int] = {}
+        self._born: dict[int, float] = {}
+        self._young_deaths = [0] * workers
+        self._finalized: set[tuple[int, int]] = set()
+        self.workers_lost = 0
+        self.zygote: ZygoteHandle | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stopping = False
+
+    # ------------------------------------------------------------ start / stop
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._start_zygote()
+        for index in range(self.size):
+            self._spawn(index)
+
+    def _start_zygote(self) -> None:
+        self.zygote = zygote.start(self.spec)
+        self.loop.add_reader(self.zygote.sock, self._on_messages)
+        self.loop.add_reader(self.zygote.pidfd, self._on_zygote_exit)
+
+    def stop(self, grace: float) -> None:
+        """Refuse new work, let running tasks finish for `grace` s, then kill; reap all."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.segment.shutdown()
+        for index in list(self._pidfds):
+            self._forget_pidfd(index)
+        z = self.zygote
+        if z is None:
+            return
+        self.loop.remove_reader(z.sock)
+        self.loop.remove_reader(z.pidfd)
+        z.quit(grace)
+        z.wait_exit(grace + 1.0)
+        for msg in z.receive():
+            if msg.pidfd is not None:
+                os.close(msg.pidfd)
+        z.close()
+        self.zygote = None
+
+    # ----------------------------------------------------------------- workers
+
+    def _spawn(self, index: int) -> None:
+        if self.stopping or self.zygote is None:
+            return
+        self.incarnations[index] = (self.incarnations[index] % 0xFFFF) + 1
+        self.zygote.spawn(index, self.incarnations[index])
+
+    def _on_messages(self) -> None:
+        for msg in self.zygote.receive():
+            if msg.kind == zygote.SPAWNED:
+                if self.stopping or msg.incarnation != self.incarnations[msg.index]:
+                    signal.pidfd_send_signal(msg.pidfd, signal.SIGKILL)  # a spawn nobody waits for
+                    os.close(msg.pidfd)
+                    continue
+                self.pids[msg.index] = msg.pid
+                self._pidfds[msg.index] = msg.pidfd
+                self._born[msg.index] = time.monotonic()
+                self.loop.add_reader(msg.pidfd, self._on_pidfd, msg.index, msg.incarnation, msg.pid)
+            elif msg.kind == zygote.EXITED:
+                self._finalize(msg.index, msg.incarnation, msg.pid, describe_exit(msg.status))
+            elif msg.kind == zygote.FAILED:
+                log.error("could not fork worker %d: %s", msg.index, os.strerror(msg.status))
+                self._respawn_later(msg.index, young=True)
+
+    def _on_pidfd(self, index: int, incarnation: int, pid: int) -> None:
+        self._forget_pidfd(index)
+        # The zygote's report with the wait status is normally already here
+        # or a moment away; do not wait for it forever.
+        self.loop.call_later(_STATUS_GRACE, self._finalize, index, incarnation, pid, "exited")
+
+    def _forget_pidfd(self, index: int) -> None:
+        pidfd = self._pidfds.pop(index, None)
+        if pidfd is not None:
+            self.loop.remove_reader(pidfd)
+            os.close(pidfd)
+
+    def _finalize(self, index: int, incarnation: int, pid: int, how: str, respawn: bool = True) -> None:
+        key = (index, incarnation)
+        if key in self._finalized or self.stopping:
+            return
+        self._finalized.add(key)
+        if self.incarnations[index] == incarnation:
+            self._forget_pidfd(index)
+        self.workers_lost += 1
+        lost = self.segment.reclaim_worker(index, incarnation, lost_payload(f"worker {index} (pid {pid}) {how}"))
+        log.warning("worker %d (pid %d) %s; %d task(s) failed; replacing it", index, pid, how, len(lost))
+        if lost:
+            self.on_lost(lost)
+        if respawn and self.incarnations[index] == incarnation:
+            born = self._born.get(index, 0.0)
+            self._respawn_later(index, young=time.monotonic() - born < _YOUNG)
+
+    def _respawn_later(self, index: int, young: bool) -> None:
+        self._young_deaths[index] = self._young_deaths[index] + 1 if young else 0
+        streak = self._young_deaths[index]
+        delay = 0.0 if streak < 3 else min(_MAX_BACKOFF, 0.01 * 2**streak)
+        if delay:
+            log.warning("worker %d keeps dying at start; next try in %.2f s", index, delay)
+            self.loop.call_later(delay, self._spawn, index)
+        else:
+            self._spawn(index)
+
+    def _on_zygote_exit(self) -> None:
+        """The fork server died (OOM killer, a stray kill): its workers die with it."""
+        z = self.zygote
+        self.loop.remove_reader(z.sock)
+        self.loop.remove_reader(z.pidfd)
+        self._on_messages_safely(z)
+        z.wait_exit(0.0)
+        z.close()
+        self.zygote = None
+        log.error("the fork server (pid %d) died; starting a new one", z.pid)
+        for index in range(self.size):
+            self._finalize(
+                index, self.incarnations[index], self.pids.get(index, 0), "was lost with the fork server", respawn=False
+            )
+        if not self.stopping:
+            self._start_zygote()
+            for index in range(self.size):
+                self._spawn(index)
+
+    def _on_messages_safely(self, z: ZygoteHandle) -> None:
+        for msg in z.receive():
+            if msg.pidfd is not None:
+                os.close(msg.pidfd)

@@ -1,0 +1,112 @@
+"""The worker: take a task from the ring, run it, write its outcome back.
+
+``Worker.step`` is one whole iteration and knows the ring only through
+``take`` and ``complete``, so unit tests drive it on an in-process fake ring
+without forking (the shape of huey's consumer).  ``Worker.run`` is the loop a
+forked worker process spends its life in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from .. import _native
+from ..errors import UnknownTaskError
+from ..tasks.registry import TaskDefinition
+from ..tasks.serialization import Codec, encode_failure
+
+SUCCESS = _native.RESULT_SUCCESS
+FAILURE = _native.RESULT_FAILURE
+
+
+class Ring(Protocol):
+    def take(self, worker: int, incarnation: int, timeout: float | None = None) -> tuple | None: ...
+
+    def complete(
+        self, handle: int, worker: int, incarnation: int, status: int, flags: int, payload: bytes, notify_fd: int
+    ) -> bool: ...
+
+
+class Worker:
+    """Runs tasks for one worker slot (index, incarnation) of the ring."""
+
+    def __init__(
+        self,
+        ring: Ring,
+        index: int,
+        incarnation: int,
+        tasks: Sequence[TaskDefinition],
+        codec: Codec,
+        notify_fds: Mapping[int, int],
+    ) -> None:
+        self.ring = ring
+        self.index = index
+        self.incarnation = incarnation
+        self.tasks = tasks  # indexed by fn_id: the registry snapshot taken when the engine started
+        self.codec = codec
+        self.notify_fds = notify_fds
+        self.tasks_run = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def run(self) -> None:
+        """Serve until the ring shuts down."""
+        try:
+            while self.step():
+                pass
+        finally:
+            if self._loop is not None:
+                self._loop.close()
+
+    def step(self, timeout: float | None = None) -> bool:
+        """Take one task, run it, publish its outcome.
+
+        Returns False when there was nothing to take: the ring is shutting
+        down, or ``timeout`` passed.
+        """
+        item = self.ring.take(self.index, self.incarnation, timeout)
+        if item is None:
+            return False
+        handle, client, fn_id, flags, _tag, _lane, payload = item
+        status, out_flags, out = self.execute(fn_id, flags, payload)
+        self.ring.complete(
+            handle, self.index, self.incarnation, status, out_flags, out, self.notify_fds.get(client, -1)
+        )
+        self.tasks_run += 1
+        return True
+
+    def execute(self, fn_id: int, flags: int, payload: bytes) -> tuple[int, int, bytes]:
+        """Decode, call, encode: (status, flags, payload), never raising.
+
+        Everything the task raises, SystemExit and KeyboardInterrupt
+        included, becomes a FAILURE: the worker process outlives its task.
+        """
+        try:
+            defn = self.tasks[fn_id]
+        except IndexError:
+            known = [t.name for t in self.tasks]
+            return self._failure(UnknownTaskError(f"#{fn_id}", known))
+        try:
+            args, kwargs = self.codec.decode_args(payload, flags)
+            value = self._call(defn, args, kwargs)
+            return SUCCESS, 0, self.codec.encode_result(defn.name, value)
+        except BaseException as exc:  # noqa: BLE001 - the caller gets every failure
+            return self._failure(exc)
+
+    def _call(self, defn: TaskDefinition, args: Any, kwargs: dict[str, Any]) -> Any:
+        if not defn.is_async:
+            return defn.func(*args, **kwargs)
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(defn.func(*args, **kwargs))
+
+    @staticmethod
+    def _failure(exc: BaseException) -> tuple[int, int, bytes]:
+        # Drop this module's own frames: the traceback starts in the task.
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+            tb = tb.tb_next
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+        return FAILURE, 0, encode_failure(exc, text)

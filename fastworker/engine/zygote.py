@@ -1,0 +1,295 @@
+"""The fork server ("zygote") and the start of a worker process.
+
+Why a fork server: the embedded Client starts inside a running asyncio loop,
+maybe in a threaded program, and forking such a process again and again is
+how children inherit locks held by threads that do not exist in them.  So
+the parent forks exactly once, at start, and the child drops the parent's
+loop and signal wake-up state at once (``_leave_parent_runtime``).  That
+child stays single-threaded, with the task modules already imported and the
+segment mapped, and forks every worker, the first ones and the replacements.
+
+It also guards the segment: it asks the kernel for SIGTERM when the owner
+dies (PR_SET_PDEATHSIG), and then unlinks the segment the owner can no longer
+remove.  Workers ask for SIGKILL when the zygote dies, so nothing outlives
+the owner.
+
+Protocol on a SOCK_SEQPACKET socketpair, one fixed-size record per message
+(``_MSG``: kind, worker index, incarnation, pid, wait status):
+
+    parent -> zygote   SPAWN (index, incarnation)     QUIT (grace in ms in `pid`)
+    zygote -> parent   SPAWNED (index, incarnation, pid) + the child's pidfd (SCM_RIGHTS)
+                       EXITED (index, incarnation, pid, wait status)
+                       FAILED (index, incarnation, errno): fork failed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from .. import _native
+from ..tasks.registry import TaskDefinition
+from ..tasks.serialization import Codec
+from . import shm
+from .worker import Worker
+
+SPAWN, QUIT, SPAWNED, EXITED, FAILED = b"S", b"Q", b"P", b"X", b"F"
+_MSG = struct.Struct("<cIIii")
+
+
+@dataclass(frozen=True)
+class Message:
+    kind: bytes
+    index: int
+    incarnation: int
+    pid: int
+    status: int
+    pidfd: int | None = None
+
+
+def pack(kind: bytes, index: int = 0, incarnation: int = 0, pid: int = 0, status: int = 0) -> bytes:
+    return _MSG.pack(kind, index, incarnation, pid, status)
+
+
+def unpack(data: bytes, fds: Sequence[int] = ()) -> Message:
+    kind, index, incarnation, pid, status = _MSG.unpack(data)
+    return Message(kind, index, incarnation, pid, status, fds[0] if fds else None)
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """All a worker needs, inherited through fork rather than sent."""
+
+    segment: _native.Segment
+    tasks: tuple[TaskDefinition, ...]
+    codec: Codec
+    notify_fds: Mapping[int, int]
+
+
+def describe_exit(wait_status: int) -> str:
+    code = os.waitstatus_to_exitcode(wait_status)
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by signal {-code} ({name})"
+    return f"exited with code {code}"
+
+
+class ZygoteHandle:
+    """The parent's end: ask for workers, read what happened to them."""
+
+    def __init__(self, pid: int, pidfd: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.pidfd = pidfd  # readable when the zygote has exited
+        self.sock = sock
+
+    def spawn(self, index: int, incarnation: int) -> None:
+        self.sock.send(pack(SPAWN, index, incarnation))
+
+    def quit(self, grace: float) -> None:
+        try:
+            self.sock.send(pack(QUIT, pid=int(grace * 1000)))
+        except OSError:
+            pass  # already gone
+
+    def receive(self) -> list[Message]:
+        """Every message waiting now (the socket is non-blocking)."""
+        out = []
+        while True:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(self.sock, _MSG.size, 1)
+            except (BlockingIOError, InterruptedError):
+                return out
+            if not data:
+                return out
+            out.append(unpack(data, fds))
+
+    def wait_exit(self, timeout: float) -> bool:
+        """Reap the zygote; kill it if it has not gone within `timeout`."""
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.pidfd, selectors.EVENT_READ)
+            while not sel.select(max(0.0, deadline - time.monotonic())):
+                if time.monotonic() >= deadline:
+                    signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+                    break
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+        return True
+
+    def close(self) -> None:
+        self.sock.close()
+        os.close(self.pidfd)
+
+
+def start(spec: WorkerSpec) -> ZygoteHandle:
+    """Fork the zygote.  The parent may be running an event loop and threads."""
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    parent_pid = os.getpid()
+    loop = asyncio._get_running_loop()
+    with warnings.catch_warnings():
+        # 3.12+ warns when a threaded process forks.  The child below only
+        # drops what it inherited and then forks from its single thread; it
+        # never touches a lock another thread could have held.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            parent_sock.close()
+            _leave_parent_runtime(loop)
+            _native.set_pdeathsig(signal.SIGTERM)
+            if os.getppid() != parent_pid:  # the parent died before the line above
+                shm.unlink(spec.segment.name)
+                os._exit(0)
+            code = Zygote(child_sock, spec, parent_pid).serve()
+        except BaseException:  # noqa: BLE001 - report, then never return into the parent's stack
+            traceback.print_exc()
+        finally:
+            _flush_stdio()
+            os._exit(code)
+    child_sock.close()
+    parent_sock.setblocking(False)
+    return ZygoteHandle(pid, os.pidfd_open(pid), parent_sock)
+
+
+def _leave_parent_runtime(loop: asyncio.AbstractEventLoop | None) -> None:
+    """Drop the parent's event loop and signal state in a freshly forked child.
+
+    On 3.11 a forked child keeps the parent's signal wake-up fd, so a signal
+    sent to the child alone runs the *parent's* loop handler (gh-66285,
+    fixed in 3.12 by an at-fork reset).  The child also holds the parent's
+    epoll fd and self-pipe; it must never poll them.
+    """
+    signal.set_wakeup_fd(-1)
+    for sig in signal.valid_signals():
+        try:
+            if callable(signal.getsignal(sig)):
+                signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    # Ctrl-C reaches the whole process group; the parent decides what stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    asyncio.events._set_running_loop(None)
+    if loop is not None:
+        for name in ("_ssock", "_csock"):
+            sock = getattr(loop, name, None)
+            if sock is not None:
+                sock.close()
+        selector = getattr(loop, "_selector", None)
+        if selector is not None:
+            selector.close()
+
+
+def _flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed stream must not keep a process alive
+            pass
+
+
+class Zygote:
+    """The fork server's loop: spawn workers, reap them, report."""
+
+    def __init__(self, sock: socket.socket, spec: WorkerSpec, parent_pid: int) -> None:
+        self.sock = sock
+        self.spec = spec
+        self.parent_pid = parent_pid
+        self.selector = selectors.DefaultSelector()
+        self.children: dict[int, tuple[int, int, int]] = {}  # pid -> (pidfd, index, incarnation)
+
+    def serve(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self.selector.register(self.sock, selectors.EVENT_READ, None)
+        while True:
+            for key, _ in self.selector.select():
+                if key.data is None:
+                    data = self.sock.recv(_MSG.size)
+                    if not data:  # the parent closed its end: stop everything
+                        self._stop_children(grace=0.0)
+                        return 0
+                    msg = unpack(data)
+                    if msg.kind == SPAWN:
+                        self._spawn(msg.index, msg.incarnation)
+                    elif msg.kind == QUIT:
+                        self._stop_children(grace=msg.pid / 1000)
+                        return 0
+                else:
+                    self._reap(key.data)
+
+    def _spawn(self, index: int, incarnation: int) -> None:
+        zygote_pid = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            self.sock.send(pack(FAILED, index, incarnation, 0, exc.errno or 0))
+            return
+        if pid == 0:
+            code = 0
+            try:
+                self.selector.close()
+                self.sock.close()
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                _native.set_pdeathsig(signal.SIGKILL)
+                if os.getppid() != zygote_pid:
+                    os._exit(0)
+                spec = self.spec
+                Worker(spec.segment, index, incarnation, spec.tasks, spec.codec, spec.notify_fds).run()
+            except BaseException:  # noqa: BLE001
+                traceback.print_exc()
+                code = 1
+            finally:
+                _flush_stdio()
+                os._exit(code)
+        pidfd = os.pidfd_open(pid)
+        self.children[pid] = (pidfd, index, incarnation)
+        self.selector.register(pidfd, selectors.EVENT_READ, pid)
+        socket.send_fds(self.sock, [pack(SPAWNED, index, incarnation, pid)], [pidfd])
+
+    def _reap(self, pid: int) -> None:
+        pidfd, index, incarnation = self.children.pop(pid)
+        self.selector.unregister(pidfd)
+        os.close(pidfd)
+        _, status = os.waitpid(pid, 0)
+        try:
+            self.sock.send(pack(EXITED, index, incarnation, pid, status))
+        except OSError:
+            pass  # the parent is gone; PDEATHSIG is on its way
+
+    def _stop_children(self, grace: float) -> None:
+        """Let workers leave by themselves (the segment is shut down), then kill."""
+        self.selector.unregister(self.sock)
+        deadline = time.monotonic() + grace
+        while self.children:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                for pidfd, _, _ in self.children.values():
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                left = None
+            for key, _ in self.selector.select(left):
+                if key.data is not None:
+                    self._reap(key.data)
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        if os.getppid() == self.parent_pid:
+            return  # the owner is alive and will tell us what to do
+        # The owner died (PDEATHSIG): remove what it can no longer remove.
+        shm.unlink(self.spec.segment.name)
+        for pidfd, _, _ in self.children.values():
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        os._exit(0)

@@ -1,0 +1,794 @@
+/*
+ * The priority ring.  Every public function takes the ring lock for the
+ * shortest time it can: payloads are encoded and decoded by the caller
+ * outside, big copies happen with the lock released, and wake-up syscalls
+ * are made after unlocking.
+ *
+ * Commit rule (see layout.h): within a locked operation each slot's `state`
+ * is written after the fields it vouches for and before the indexes that
+ * point to it are linked.  fw_rebuild therefore can rebuild every index
+ * from the states alone, whatever instruction a dead holder stopped at.
+ */
+#include "ring.h"
+#include "arena.h"
+#include "wake.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+#define STORE_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define ADD(p, v) __atomic_add_fetch((p), (v), __ATOMIC_SEQ_CST)
+
+/* Copies at least this big are made with the GIL released. */
+#define FW_BIG_COPY (64u * 1024u)
+
+static uint32_t crash_op = FW_OP_NONE;
+#define CRASH_POINT(op_)                                  \
+    do {                                                  \
+        if (__builtin_expect(crash_op == (op_), 0))       \
+            raise(SIGKILL);                               \
+    } while (0)
+
+void fw_set_crash_point(uint32_t op) { crash_op = op; }
+
+/* ---------------------------------------------------------------- lists */
+
+static void lane_push(fw_seg *s, uint32_t lane, uint32_t idx)
+{
+    fw_lane *L = &s->h->lanes[lane];
+    fw_slot *sl = &s->slots[idx];
+    sl->next = FW_NONE;
+    sl->prev = L->tail;
+    if (L->tail != FW_NONE)
+        s->slots[L->tail].next = idx;
+    else
+        L->head = idx;
+    L->tail = idx;
+    L->count++;
+}
+
+static void lane_unlink(fw_seg *s, uint32_t lane, uint32_t idx)
+{
+    fw_lane *L = &s->h->lanes[lane];
+    fw_slot *sl = &s->slots[idx];
+    if (sl->prev != FW_NONE)
+        s->slots[sl->prev].next = sl->next;
+    else
+        L->head = sl->next;
+    if (sl->next != FW_NONE)
+        s->slots[sl->next].prev = sl->prev;
+    else
+        L->tail = sl->prev;
+    sl->next = sl->prev = FW_NONE;
+    L->count--;
+}
+
+static void done_push(fw_seg *s, uint32_t client, uint32_t idx)
+{
+    fw_client *c = &s->clients[client];
+    s->slots[idx].next = FW_NONE;
+    if (c->done_tail != FW_NONE)
+        s->slots[c->done_tail].next = idx;
+    else
+        c->done_head = idx;
+    c->done_tail = idx;
+    ADD(&c->done_count, 1);
+}
+
+static void free_push(fw_seg *s, uint32_t idx)
+{
+    fw_slot *sl = &s->slots[idx];
+    sl->gen++;
+    sl->status = FW_RESULT_NONE;
+    sl->prev = FW_NONE;
+    sl->next = s->h->free_head;
+    STORE_REL(&sl->state, FW_SLOT_FREE);
+    s->h->free_head = idx;
+    s->h->free_count++;
+}
+
+/* Free a slot's arena block; returns 1 if one was freed. */
+static int drop_block(fw_seg *s, fw_slot *sl)
+{
+    if (sl->block == FW_NONE)
+        return 0;
+    uint32_t unit = sl->block;
+    sl->block = FW_NONE; /* unreferenced first: a crash here leaks nothing after rebuild */
+    fw_arena_free(s, unit);
+    return 1;
+}
+
+/* After unlocking: tell producers waiting for room that there is some. */
+static void space_freed(fw_seg *s)
+{
+    ADD(&s->h->space_seq, 1);
+    if (LOAD(&s->h->space_waiters) > 0)
+        fw_futex_wake(&s->h->space_seq, 1 << 30);
+}
+
+/* ---------------------------------------------------------- the lock */
+
+static uint32_t self_pid;
+static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
+static void refresh_pid(void) { self_pid = (uint32_t)getpid(); }
+static void init_pid(void)
+{
+    refresh_pid();
+    pthread_atfork(NULL, NULL, refresh_pid);
+}
+
+typedef struct {
+    uint64_t seq;
+    uint32_t key;
+    uint32_t idx;
+} order_item;
+
+static int by_key_seq(const void *a, const void *b)
+{
+    const order_item *x = a, *y = b;
+    if (x->key != y->key)
+        return (x->key > y->key) - (x->key < y->key);
+    return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+/* Rebuild lanes, the free list, the done lists and the arena from the slot
+ * states.  Called with the lock held after EOWNERDEAD. */
+static void rebuild(fw_seg *s)
+{
+    fw_header *h = s->h;
+    uint32_t n = h->nslots;
+    order_item *items = malloc(sizeof(order_item) * (n ? n : 1));
+    uint32_t m = 0;
+
+    for (uint32_t l = 0; l < FW_LANES; l++) {
+        h->lanes[l].head = h->lanes[l].tail = FW_NONE;
+        h->lanes[l].count = 0;
+    }
+    for (uint32_t c = 0; c < h->max_clients; c++) {
+        s->clients[c].done_head = s->clients[c].done_tail = FW_NONE;
+        STORE(&s->clients[c].done_count, 0);
+    }
+    h->free_head = FW_NONE;
+    h->free_count = 0;
+    for (uint32_t i = n; i-- > 0;) {
+        fw_slot *sl = &s->slots[i];
+        if (sl->state == FW_SLOT_FREE) {
+            sl->next = h->free_head;
+            sl->prev = FW_NONE;
+            h->free_head = i;
+            h->free_count++;
+        } else if (items && (sl->state == FW_SLOT_QUEUED || sl->state == FW_SLOT_DONE)) {
+            /* keys: lanes 0..3, then 4 + client for done lists */
+            items[m].key = sl->state == FW_SLOT_QUEUED ? (sl->lane < FW_LANES ? sl->lane : FW_LANES - 1)
+                                                       : FW_LANES + sl->client;
+            items[m].seq = sl->seq;
+            items[m].idx = i;
+            m++;
+        }
+    }
+    if (items) {
+        qsort(items, m, sizeof(order_item), by_key_seq);
+        for (uint32_t k = 0; k < m; k++) {
+            if (items[k].key < FW_LANES) {
+                s->slots[items[k].idx].lane = (uint8_t)items[k].key;
+                lane_push(s, items[k].key, items[k].idx);
+            } else {
+                done_push(s, items[k].key - FW_LANES, items[k].idx);
+            }
+        }
+        free(items);
+    }
+    fw_arena_rebuild(s);
+}
+
+int fw_lock(fw_seg *s, uint32_t op, uint32_t slot)
+{
+    pthread_once(&pid_once, init_pid);
+    pthread_mutex_t *m = &s->h->lock.mutex;
+    int rc = pthread_mutex_trylock(m);
+    if (rc == EBUSY) {
+        void *st = s->block_begin ? s->block_begin() : NULL;
+        rc = pthread_mutex_lock(m);
+        if (s->block_end)
+            s->block_end(st);
+    }
+    if (rc == EOWNERDEAD) {
+        fw_intent *in = &s->h->intent;
+        in->count++;
+        in->last_op_pid = ((uint64_t)in->op << 32) | in->pid;
+        rebuild(s);
+        if (pthread_mutex_consistent(m) != 0) {
+            pthread_mutex_unlock(m);
+            return FW_E_LOCK;
+        }
+        rc = 0;
+    }
+    if (rc != 0)
+        return FW_E_LOCK;
+    s->h->intent.op = op;
+    s->h->intent.pid = self_pid;
+    s->h->intent.slot = slot;
+    return FW_OK;
+}
+
+void fw_unlock(fw_seg *s)
+{
+    s->h->intent.op = FW_OP_NONE;
+    pthread_mutex_unlock(&s->h->lock.mutex);
+}
+
+/* --------------------------------------------------------- wake-ups */
+
+static int any_sleeping(fw_seg *s, int *count)
+{
+    int k = 0;
+    for (uint32_t i = 0; i < FW_MAX_WORKERS / 64; i++)
+        k += __builtin_popcountll(LOAD(&s->h->sleeping[i]));
+    if (count)
+        *count = k;
+    return k > 0;
+}
+
+static void wake_workers(fw_seg *s, uint32_t n)
+{
+    ADD(&s->h->work_seq, 1);
+    int sleepers;
+    if (any_sleeping(s, &sleepers)) {
+        int k = (int)n < sleepers ? (int)n : sleepers;
+        ADD(&s->h->futex_wakes, 1);
+        fw_futex_wake(&s->h->work_seq, k);
+    }
+}
+
+static void set_sleeping(fw_seg *s, uint32_t widx, int on)
+{
+    uint64_t bit = 1ULL << (widx % 64);
+    if (on)
+        __atomic_fetch_or(&s->h->sleeping[widx / 64], bit, __ATOMIC_SEQ_CST);
+    else
+        __atomic_fetch_and(&s->h->sleeping[widx / 64], ~bit, __ATOMIC_SEQ_CST);
+}
+
+static void copy_maybe_unlocked(fw_seg *s, uint8_t *dst, const uint8_t *src, uint32_t len)
+{
+    if (len >= FW_BIG_COPY && s->block_begin) {
+        void *st = s->block_begin();
+        memcpy(dst, src, len);
+        s->block_end(st);
+    } else {
+        memcpy(dst, src, len);
+    }
+}
+
+/* ----------------------------------------------------------- submit */
+
+int fw_submit(fw_seg *s, uint32_t client, const fw_submission *subs, uint32_t n, uint64_t *handles_out)
+{
+    fw_header *h = s->h;
+    if (n == 0)
+        return FW_OK;
+    if (client >= h->max_clients)
+        return FW_E_ARG;
+    for (uint32_t i = 0; i < n; i++)
+        if (subs[i].lane >= FW_LANES)
+            return FW_E_ARG;
+
+    int rc = fw_lock(s, FW_OP_SUBMIT, FW_NONE);
+    if (rc != FW_OK)
+        return rc;
+    if (LOAD(&h->flags) & FW_FLAG_SHUTDOWN) {
+        fw_unlock(s);
+        return FW_E_SHUTDOWN;
+    }
+    if (h->free_count < n) {
+        fw_unlock(s);
+        return FW_E_FULL;
+    }
+    /* Arena blocks first, so that running out of them changes nothing. */
+    uint32_t big = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        handles_out[i] = FW_NONE;
+        if (subs[i].len <= FW_INLINE_CAP)
+            continue;
+        uint32_t unit;
+        rc = fw_arena_alloc(s, fw_arena_order_for(subs[i].len), &unit);
+        if (rc != FW_OK) {
+            for (uint32_t j = 0; j < i; j++)
+                if (handles_out[j] != FW_NONE)
+                    fw_arena_free(s, (uint32_t)handles_out[j]);
+            fw_unlock(s);
+            return rc;
+        }
+        handles_out[i] = unit;
+        big++;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const fw_submission *sub = &subs[i];
+        uint32_t idx = h->free_head;
+        fw_slot *sl = &s->slots[idx];
+        h->free_head = sl->next;
+        h->free_count--;
+        CRASH_POINT(FW_OP_SUBMIT);
+        sl->client = (uint16_t)client;
+        sl->lane = (uint8_t)sub->lane;
+        sl->status = FW_RESULT_NONE;
+        sl->fn_id = sub->fn_id;
+        sl->flags = sub->flags;
+        sl->len = sub->len;
+        sl->tag = sub->tag;
+        sl->t_start = sl->t_end = 0;
+        sl->worker = 0xffff;
+        if (sub->len <= FW_INLINE_CAP) {
+            sl->block = FW_NONE;
+            memcpy(sl->inline_data, sub->data, sub->len);
+        } else {
+            sl->block = (uint32_t)handles_out[i];
+            sl->block_order = (uint8_t)fw_arena_order_for(sub->len);
+        }
+        handles_out[i] = fw_handle(idx, sl->gen);
+        if (big) {
+            STORE_REL(&sl->state, FW_SLOT_RESERVED); /* published below, in input order */
+        } else {
+            sl->seq = h->next_seq++;
+            STORE_REL(&sl->state, FW_SLOT_QUEUED);
+            lane_push(s, sub->lane, idx);
+        }
+    }
+    h->submitted += n;
+    s->clients[client].submitted += n;
+    fw_unlock(s);
+
+    if (big) {
+        for (uint32_t i = 0; i < n; i++) {
+            fw_slot *sl = &s->slots[fw_handle_idx(handles_out[i])];
+            if (sl->block != FW_NONE)
+                copy_maybe_unlocked(s, fw_arena_ptr(s, sl->block), subs[i].data, subs[i].len);
+        }
+        rc = fw_lock(s, FW_OP_PUBLISH, FW_NONE);
+        if (rc != FW_OK)
+            return rc;
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t idx = fw_handle_idx(handles_out[i]);
+            fw_slot *sl = &s->slots[idx];
+            sl->seq = h->next_seq++;
+            STORE_REL(&sl->state, FW_SLOT_QUEUED);
+            lane_push(s, sl->lane, idx);
+        }
+        fw_unlock(s);
+    }
+    wake_workers(s, n);
+    return FW_OK;
+}
+
+/* ------------------------------------------------------------- take */
+
+int fw_take(fw_seg *s, uint32_t widx, uint32_t incarnation, fw_taken *out)
+{
+    fw_header *h = s->h;
+    int rc = fw_lock(s, FW_OP_TAKE, FW_NONE);
+    if (rc != FW_OK)
+        return rc;
+    uint32_t lane = 0, idx = FW_NONE;
+    for (; lane < FW_LANES; lane++) {
+        if (h->lanes[lane].head != FW_NONE) {
+            idx = h->lanes[lane].head;
+            break;
+        }
+    }
+    if (idx == FW_NONE) {
+        fw_unlock(s);
+        return 0;
+    }
+    h->intent.slot = idx;
+    lane_unlink(s, lane, idx);
+    CRASH_POINT(FW_OP_TAKE);
+    fw_slot *sl = &s->slots[idx];
+    sl->worker = (uint16_t)widx;
+    sl->incarnation = (uint16_t)incarnation;
+    sl->t_start = fw_realtime_ns();
+    STORE_REL(&sl->state, FW_SLOT_RUNNING);
+    s->workers[widx].current_slot = idx;
+    s->workers[widx].state = FW_WORKER_BUSY;
+    uint32_t left = h->lanes[0].count + h->lanes[1].count + h->lanes[2].count + h->lanes[3].count;
+
+    out->handle = fw_handle(idx, sl->gen);
+    out->tag = sl->tag;
+    out->client = sl->client;
+    out->fn_id = sl->fn_id;
+    out->flags = sl->flags;
+    out->lane = lane;
+    out->len = sl->len;
+    out->data = sl->block == FW_NONE ? sl->inline_data : fw_arena_ptr(s, sl->block);
+    fw_unlock(s);
+
+    /* More queued than this worker can take: pass the wake-up on to one
+     * more sleeper (a chain, never a herd). */
+    if (left > 0 && any_sleeping(s, NULL)) {
+        ADD(&h->futex_wakes, 1);
+        fw_futex_wake(&h->work_seq, 1);
+    }
+    return 1;
+}
+
+int fw_take_wait(fw_seg *s, uint32_t widx, uint32_t incarnation, int64_t timeout_ns, fw_taken *out)
+{
+    fw_header *h = s->h;
+    uint32_t seen = LOAD(&h->work_seq);
+    /* Announce the sleep, then look once more: a submitter that pushed
+     * before seeing our bit has also bumped work_seq past `seen`. */
+    set_sleeping(s, widx, 1);
+    s->workers[widx].state = FW_WORKER_SLEEPING;
+    int got = fw_take(s, widx, incarnation, out);
+    if (got != 0 || (LOAD(&h->flags) & FW_FLAG_SHUTDOWN)) {
+        set_sleeping(s, widx, 0);
+        if (got == 0)
+            s->workers[widx].state = FW_WORKER_IDLE;
+        return got != 0 ? got : FW_E_SHUTDOWN;
+    }
+    void *st = s->block_begin ? s->block_begin() : NULL;
+    int rc = fw_futex_wait(&h->work_seq, seen, timeout_ns);
+    if (s->block_end)
+        s->block_end(st);
+    set_sleeping(s, widx, 0);
+    s->workers[widx].state = FW_WORKER_IDLE;
+    s->workers[widx].wakeups++;
+    if (LOAD(&h->flags) & FW_FLAG_SHUTDOWN)
+        return FW_E_SHUTDOWN;
+    return rc == EINTR ? -EINTR : 0;
+}
+
+/* --------------------------------------------------------- complete */
+
+static int owns(fw_slot *sl, uint32_t gen, uint32_t widx, uint32_t incarnation)
+{
+    return sl->gen == gen && sl->state == FW_SLOT_RUNNING && sl->worker == (uint16_t)widx &&
+           sl->incarnation == (uint16_t)incarnation;
+}
+
+/* Publish a finished slot to its client.  Lock held. */
+static void finish(fw_seg *s, uint32_t idx, uint32_t status, uint32_t flags, uint32_t len)
+{
+    fw_slot *sl = &s->slots[idx];
+    sl->status = (uint8_t)status;
+    sl->flags = flags;
+    sl->len = len;
+    sl->t_end = fw_realtime_ns();
+    sl->seq = s->h->next_seq++;
+    CRASH_POINT(FW_OP_COMPLETE);
+    STORE_REL(&sl->state, FW_SLOT_DONE);
+    done_push(s, sl->client, idx);
+    s->h->completed++;
+    s->clients[sl->client].completed++;
+    if (sl->worker < s->h->max_workers) {
+        fw_worker *w = &s->workers[sl->worker];
+        if (w->current_slot == idx) {
+            w->current_slot = FW_NONE;
+            w->state = FW_WORKER_IDLE;
+        }
+        w->tasks_done++;
+    }
+}
+
+static int notify_armed(fw_seg *s, uint32_t client)
+{
+    if (__atomic_exchange_n(&s->clients[client].armed, 0, __ATOMIC_SEQ_CST)) {
+        ADD(&s->clients[client].notifies, 1);
+        return 1;
+    }
+    return 0;
+}
+
+int fw_complete(fw_seg *s, uint64_t handle, uint32_t widx, uint32_t incarnation, uint32_t status,
+                uint32_t flags, const uint8_t *data, uint32_t len, int *notify_out, uint32_t *client_out)
+{
+    uint32_t idx = fw_handle_idx(handle), gen = fw_handle_gen(handle);
+    *notify_out = 0;
+    if (idx >= s->h->nslots || widx >= s->h->max_workers)
+        return FW_E_ARG;
+    fw_slot *sl = &s->slots[idx];
+    int freed = 0, rc;
+
+    if (len > FW_INLINE_CAP) {
+        uint32_t order = fw_arena_order_for(len);
+        for (;;) {
+            uint32_t seen = LOAD(&s->h->space_seq);
+            if ((rc = fw_lock(s, FW_OP_ALLOC, idx)) != FW_OK)
+                return rc;
+            if (!owns(sl, gen, widx, incarnation)) {
+                fw_unlock(s);
+                return FW_E_STALE;
+            }
+            freed |= drop_block(s, sl); /* the arguments are no longer needed */
+            uint32_t unit;
+            rc = fw_arena_alloc(s, order, &unit);
+            if (rc == FW_OK) {
+                sl->block = unit;
+                sl->block_order = (uint8_t)order;
+            }
+            fw_unlock(s);
+            if (freed)
+                space_freed(s);
+            freed = 0;
+            if (rc == FW_OK)
+                break;
+            if (rc != FW_E_ARENA_FULL)
+                return rc;
+            /* Wait for a client to release results, then try again. */
+            ADD(&s->h->space_waiters, 1);
+            void *st = s->block_begin ? s->block_begin() : NULL;
+            fw_futex_wait(&s->h->space_seq, seen, 100 * 1000000LL);
+            if (s->block_end)
+                s->block_end(st);
+            __atomic_sub_fetch(&s->h->space_waiters, 1, __ATOMIC_SEQ_CST);
+            if (LOAD(&s->h->flags) & FW_FLAG_SHUTDOWN)
+                return FW_E_SHUTDOWN;
+        }
+        copy_maybe_unlocked(s, fw_arena_ptr(s, sl->block), data, len);
+    }
+    if ((rc = fw_lock(s, FW_OP_COMPLETE, idx)) != FW_OK)
+        return rc;
+    if (!owns(sl, gen, widx, incarnation)) {
+        fw_unlock(s);
+        return FW_E_STALE;
+    }
+    if (len <= FW_INLINE_CAP) {
+        freed = drop_block(s, sl);
+        memcpy(sl->inline_data, data, len);
+    }
+    uint32_t client = sl->client;
+    finish(s, idx, status, flags, len);
+    fw_unlock(s);
+    if (freed)
+        space_freed(s);
+    *client_out = client;
+    *notify_out = notify_armed(s, client);
+    return FW_OK;
+}
+
+/* ------------------------------------------------ drain and release */
+
+uint32_t fw_drain(fw_seg *s, uint32_t client, uint32_t *idx_out, uint32_t max)
+{
+    if (client >= s->h->max_clients)
+        return 0;
+    fw_client *c = &s->clients[client];
+    if (LOAD(&c->done_count) == 0)
+        return 0;
+    if (fw_lock(s, FW_OP_DRAIN, FW_NONE) != FW_OK)
+        return 0;
+    uint32_t n = 0, idx = c->done_head;
+    while (idx != FW_NONE && n < max) {
+        fw_slot *sl = &s->slots[idx];
+        idx_out[n++] = idx;
+        STORE_REL(&sl->state, FW_SLOT_HELD);
+        idx = sl->next;
+    }
+    c->done_head = idx;
+    if (idx == FW_NONE)
+        c->done_tail = FW_NONE;
+    __atomic_sub_fetch(&c->done_count, n, __ATOMIC_SEQ_CST);
+    fw_unlock(s);
+    return n;
+}
+
+int fw_release(fw_seg *s, const uint32_t *idx, uint32_t n)
+{
+    if (n == 0)
+        return FW_OK;
+    int rc = fw_lock(s, FW_OP_RELEASE, FW_NONE);
+    if (rc != FW_OK)
+        return rc;
+    for (uint32_t i = 0; i < n; i++) {
+        if (idx[i] >= s->h->nslots)
+            continue;
+        fw_slot *sl = &s->slots[idx[i]];
+        if (sl->state != FW_SLOT_HELD)
+            continue;
+        drop_block(s, sl);
+        CRASH_POINT(FW_OP_RELEASE);
+        free_push(s, idx[i]);
+    }
+    fw_unlock(s);
+    space_freed(s);
+    return FW_OK;
+}
+
+int fw_arm(fw_seg *s, uint32_t client)
+{
+    fw_client *c = &s->clients[client];
+    STORE(&c->armed, 1);
+    return LOAD(&c->done_count) > 0;
+}
+
+/* ----------------------------------------------- cancel and reclaim */
+
+int fw_cancel(fw_seg *s, uint32_t client, uint64_t handle)
+{
+    uint32_t idx = fw_handle_idx(handle), gen = fw_handle_gen(handle);
+    if (idx >= s->h->nslots)
+        return 0;
+    if (fw_lock(s, FW_OP_CANCEL, idx) != FW_OK)
+        return FW_E_LOCK;
+    fw_slot *sl = &s->slots[idx];
+    if (sl->gen != gen || sl->state != FW_SLOT_QUEUED || sl->client != client) {
+        fw_unlock(s);
+        return 0;
+    }
+    lane_unlink(s, sl->lane, idx);
+    CRASH_POINT(FW_OP_CANCEL);
+    drop_block(s, sl);
+    free_push(s, idx);
+    s->h->cancelled++;
+    fw_unlock(s);
+    space_freed(s);
+    return 1;
+}
+
+uint32_t fw_reclaim_worker(fw_seg *s, uint32_t widx, uint32_t incarnation, const uint8_t *err, uint32_t errlen,
+                           uint64_t *handles_out, uint32_t *clients_out, uint32_t max)
+{
+    if (widx >= s->h->max_workers)
+        return 0;
+    if (errlen > FW_INLINE_CAP)
+        errlen = FW_INLINE_CAP;
+    set_sleeping(s, widx, 0);
+    if (fw_lock(s, FW_OP_RECLAIM, FW_NONE) != FW_OK)
+        return 0;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < s->h->nslots; i++) {
+        fw_slot *sl = &s->slots[i];
+        if (!owns(sl, sl->gen, widx, incarnation))
+            continue;
+        drop_block(s, sl);
+        memcpy(sl->inline_data, err, errlen);
+        finish(s, i, FW_RESULT_FAILURE, 0, errlen);
+        s->h->reclaimed++;
+        if (n < max) {
+            handles_out[n] = fw_handle(i, sl->gen);
+            clients_out[n] = sl->client;
+            n++;
+        }
+    }
+    s->workers[widx].state = FW_WORKER_GONE;
+    s->workers[widx].current_slot = FW_NONE;
+    fw_unlock(s);
+    space_freed(s);
+    return n;
+}
+
+int fw_wait_space(fw_seg *s, uint32_t seen, int64_t timeout_ns)
+{
+    ADD(&s->h->space_waiters, 1);
+    int rc = fw_futex_wait(&s->h->space_seq, seen, timeout_ns);
+    __atomic_sub_fetch(&s->h->space_waiters, 1, __ATOMIC_SEQ_CST);
+    return rc;
+}
+
+/* ------------------------------------------------------------ check */
+
+int fw_check(fw_seg *s, fw_census *out)
+{
+    fw_header *h = s->h;
+    memset(out, 0, sizeof *out);
+    int rc = fw_lock(s, FW_OP_NONE, FW_NONE);
+    if (rc != FW_OK)
+        return rc;
+    uint32_t n = h->nslots;
+    int err = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t st = s->slots[i].state;
+        if (st > FW_SLOT_HELD) {
+            err = -1;
+            break;
+        }
+        out->by_state[st]++;
+    }
+    for (uint32_t l = 0; l < FW_LANES && !err; l++) {
+        uint32_t k = 0, prev = FW_NONE;
+        for (uint32_t i = h->lanes[l].head; i != FW_NONE; i = s->slots[i].next) {
+            fw_slot *sl = &s->slots[i];
+            if (i >= n || sl->state != FW_SLOT_QUEUED || sl->lane != l || sl->prev != prev || ++k > n) {
+                err = -2;
+                break;
+            }
+            prev = i;
+        }
+        if (!err && (k != h->lanes[l].count || prev != h->lanes[l].tail))
+            err = -3;
+        out->queued_by_lane[l] = k;
+    }
+    if (!err) {
+        uint32_t k = 0;
+        for (uint32_t i = h->free_head; i != FW_NONE; i = s->slots[i].next) {
+            if (i >= n || s->slots[i].state != FW_SLOT_FREE || ++k > n) {
+                err = -4;
+                break;
+            }
+        }
+        out->free_listed = k;
+        if (!err && (k != h->free_count || k != out->by_state[FW_SLOT_FREE]))
+            err = -5;
+    }
+    for (uint32_t c = 0; c < h->max_clients && !err; c++) {
+        uint32_t k = 0, last = FW_NONE;
+        for (uint32_t i = s->clients[c].done_head; i != FW_NONE; i = s->slots[i].next) {
+            if (i >= n || s->slots[i].state != FW_SLOT_DONE || s->slots[i].client != c || ++k > n) {
+                err = -6;
+                break;
+            }
+            last = i;
+        }
+        if (!err && (k != s->clients[c].done_count || last != s->clients[c].done_tail))
+            err = -7;
+        out->done_listed += k;
+    }
+    if (!err && out->done_listed != out->by_state[FW_SLOT_DONE])
+        err = -8;
+    uint32_t queued = 0;
+    for (uint32_t l = 0; l < FW_LANES; l++)
+        queued += out->queued_by_lane[l];
+    if (!err && queued != out->by_state[FW_SLOT_QUEUED])
+        err = -9;
+    if (!err) {
+        int a = fw_arena_check(s, &out->arena_used_units);
+        if (a != 0)
+            err = -100 + a;
+    }
+    out->error = err;
+    fw_unlock(s);
+    return FW_OK;
+}
+
+/* ---------------------------------------------------------- clients */
+
+int fw_client_open(fw_seg *s, uint32_t pid, uint32_t *client_out, uint32_t *gen_out)
+{
+    int rc = fw_lock(s, FW_OP_CLIENT, FW_NONE);
+    if (rc != FW_OK)
+        return rc;
+    for (uint32_t c = 0; c < s->h->max_clients; c++) {
+        fw_client *cl = &s->clients[c];
+        if (cl->in_use)
+            continue;
+        cl->gen++;
+        cl->pid = pid;
+        cl->in_use = 1;
+        cl->submitted = cl->completed = cl->notifies = 0;
+        STORE(&cl->armed, 0);
+        *client_out = c;
+        *gen_out = cl->gen;
+        fw_unlock(s);
+        return FW_OK;
+    }
+    fw_unlock(s);
+    return FW_E_FULL;
+}
+
+int fw_client_close(fw_seg *s, uint32_t client)
+{
+    if (client >= s->h->max_clients)
+        return FW_E_ARG;
+    int rc = fw_lock(s, FW_OP_CLIENT, FW_NONE);
+    if (rc != FW_OK)
+        return rc;
+    s->clients[client].in_use = 0;
+    s->clients[client].pid = 0;
+    STORE(&s->clients[client].armed, 0);
+    fw_unlock(s);
+    return FW_OK;
+}
+
+void fw_shutdown(fw_seg *s)
+{
+    __atomic_fetch_or(&s->h->flags, FW_FLAG_SHUTDOWN, __ATOMIC_SEQ_CST);
+    ADD(&s->h->work_seq, 1);
+    fw_futex_wake(&s->h->work_seq, 1 << 30);
+    ADD(&s->h->space_seq, 1);
+    fw_futex_wake(&s->h->space_seq, 1 << 30);
+}
