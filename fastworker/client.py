@@ -270,29 +270,30 @@ class Client:
             entry = self._encode(name, spec.get("args", ()), spec.get("kwargs"), spec.get("priority", default))
             self._counter += 1
             entries.append((name, self._counter, entry))
-        handles: list[int] = []
-        chunk = len(entries)
-        while len(handles) < len(entries):
-            part = entries[len(handles) : len(handles) + min(chunk, segment.nslots)]
+        ids: list[str] = []
+        while len(ids) < len(entries):
+            room = segment.free_slots
+            if room == 0:
+                await self._wait_for_room()
+                continue
+            part = entries[len(ids) : len(ids) + room]
             try:
-                handles += segment.submit_many(
+                handles = segment.submit_many(
                     self._client_id, [(lane, fn_id, flags, tag, payload) for _, tag, (fn_id, lane, payload, flags) in part]
                 )
-            except _native.Full:
-                if chunk > 1:
-                    chunk = max(1, len(part) // 2)
-                else:
-                    await self._wait_for_room()
+            except _native.Full:  # arena blocks, or slots another client took meanwhile
+                await self._wait_for_room()
             except _native.TooBig:
                 bad = max(part, key=lambda e: len(e[2][2]))
                 raise self._too_big(bad[0], len(bad[2][2])) from None
             except _native.Shutdown:
                 raise ClientClosedError("the client is stopping; the batch was not fully queued") from None
-        ids = []
-        for (name, tag, _), handle in zip(entries, handles):
-            task_id = self._ids.make(tag)
-            self._records.add(Record(task_id, name, handle))
-            ids.append(task_id)
+            else:
+                # Recorded before the next await: waiting for room drains results.
+                for (name, tag, _), handle in zip(part, handles):
+                    task_id = self._ids.make(tag)
+                    self._records.add(Record(task_id, name, handle))
+                    ids.append(task_id)
         return ids
 
     def _too_big(self, task_name: str, size: int) -> PayloadTooLargeError:

@@ -11,12 +11,14 @@ from fastworker.tasks.registry import registry
 
 @pytest.fixture(autouse=True)
 def _isolated_registry() -> Iterator[None]:
-    """Every test starts from, and leaves behind, the registry as it found it.
+    """Every test starts from an empty registry and leaves it as it found it.
 
     Tests decorate functions with ``@task``, which registers them process-wide; without this a
-    name used by one test would collide with the same name in the next.
+    name used by one test would collide with the same name in the next, or with the tasks other
+    test packages register at import.
     """
     state = registry._snapshot_state()
+    registry.clear()
     try:
         yield
     finally:

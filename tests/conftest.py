@@ -1,0 +1,73 @@
+"""Checks every test against leaks: a child process, a shared segment or a
+file descriptor that outlives the test fails it (and is cleaned up, so one
+leak does not cascade into the next test's failure)."""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import signal
+import sys
+import time
+
+import psutil
+import pytest
+
+from fastworker.engine import shm
+
+# A hung test dumps every thread's stack before pytest-timeout kills it.
+faulthandler.enable(file=sys.stderr, all_threads=True)
+
+_SETTLE = 3.0  # how long a test's processes may take to exit after it returns
+
+
+def _children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE}
+
+
+def _segments() -> set[str]:
+    prefix = shm.user_prefix()
+    return {e for e in os.listdir(shm.SHM_DIR) if e.startswith(prefix)}
+
+
+def _fds() -> dict[int, str]:
+    out = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out[int(fd)] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass  # the fd listing itself, closed by now
+    return out
+
+
+@pytest.fixture(autouse=True)
+def no_leaks():
+    children, segments, fds = _children(), _segments(), _fds()
+    yield
+    deadline = time.monotonic() + _SETTLE
+    while True:
+        new_children = _children() - children
+        new_segments = _segments() - segments
+        new_fds = {fd: target for fd, target in _fds().items() if fds.get(fd) != target}
+        if not (new_children or new_segments or new_fds) or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    for pid in new_children:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for entry in new_segments:
+        try:
+            os.unlink(os.path.join(shm.SHM_DIR, entry))
+        except FileNotFoundError:
+            pass
+    problems = []
+    if new_children:
+        problems.append(f"child processes left running: {sorted(new_children)}")
+    if new_segments:
+        problems.append(f"shared segments left in {shm.SHM_DIR}: {sorted(new_segments)}")
+    if new_fds:
+        problems.append(f"file descriptors left open: {new_fds}")
+    if problems:
+        pytest.fail("test leaked resources: " + "; ".join(problems), pytrace=False)

@@ -1,0 +1,299 @@
+"""The embedded Client end to end: real forked workers, real shared memory."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import timezone
+
+import pytest
+
+from fastworker import (
+    Client,
+    ClientClosedError,
+    PayloadTooLargeError,
+    SerializationError,
+    TaskNotFoundError,
+    TaskPriority,
+    TaskStatus,
+    TaskTimeoutError,
+    UnknownTaskError,
+)
+
+from .conftest import run
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_sync_and_async_tasks_return_results_with_timestamps(client_factory):
+    async def main():
+        async with client_factory() as client:
+            first = await client.submit_task("add", (2, 3))
+            second = await client.submit_task("async_add", (4,), {"y": 5})
+            task_id = await client.delay("add", 1, 1)
+            third = await client.wait(task_id)
+            return first, second, third, task_id
+
+    first, second, third, task_id = run(main())
+    assert (first.status, first.result, first.error) == (TaskStatus.SUCCESS, 5, None)
+    assert second.result == 9 and third.result == 2 and third.task_id == task_id
+    assert first.started_at.tzinfo is timezone.utc
+    assert first.started_at <= first.completed_at
+
+
+def test_a_failing_task_reports_type_message_and_traceback(client_factory):
+    async def main():
+        async with client_factory() as client:
+            return await client.submit_task("fail", ("bad input",))
+
+    result = run(main())
+    assert result.status is TaskStatus.FAILURE
+    assert result.error == "ValueError: bad input"
+    assert "in fail" in result.traceback and "raise ValueError(message)" in result.traceback
+    assert result.result is None
+
+
+def test_unknown_task_is_refused_with_close_names_and_nothing_queued(client_factory):
+    async def main():
+        async with client_factory() as client:
+            with pytest.raises(UnknownTaskError) as info:
+                await client.delay("ad", 1, 2)
+            return info.value, client.stats()["submitted"]
+
+    error, submitted = run(main())
+    assert "'ad'" in str(error) and "add" in error.suggestions
+    assert submitted == 0
+
+
+def test_unserializable_argument_fails_in_the_caller_naming_type_and_task(client_factory):
+    async def main():
+        async with client_factory() as client:
+            with pytest.raises(SerializationError) as info:
+                await client.delay("echo", {1, 2})
+            assert isinstance(info.value, TypeError)
+            return str(info.value), client.stats()["submitted"]
+
+    message, submitted = run(main())
+    assert "set" in message and "'echo'" in message and "PICKLE" in message.upper()
+    assert submitted == 0
+
+
+def test_unserializable_result_ends_the_task_in_failure(client_factory):
+    async def main():
+        async with client_factory() as client:
+            return await client.submit_task("unserializable_result")
+
+    result = run(main())
+    assert result.status is TaskStatus.FAILURE
+    assert result.error.startswith("SerializationError") and "set" in result.error
+
+
+def test_pydantic_models_are_sent_through_model_dump(client_factory):
+    pydantic = pytest.importorskip("pydantic")
+
+    class Point(pydantic.BaseModel):
+        x: int
+        y: int
+
+    async def main():
+        async with client_factory() as client:
+            return await client.submit_task("echo", (Point(x=1, y=2),))
+
+    assert run(main()).result == {"x": 1, "y": 2}
+
+
+def test_pickle_format_round_trips_python_objects(client_factory):
+    async def main():
+        async with client_factory(serialization_format="pickle") as client:
+            return await client.submit_task("echo", (({1, 2}, (3, 4)),))
+
+    assert run(main()).result == ({1, 2}, (3, 4))
+
+
+def test_lanes_run_most_urgent_first_and_fifo_within_a_lane(client_factory, tmp_path):
+    gate = tmp_path / "gate"
+    log = tmp_path / "order"
+
+    async def main():
+        async with client_factory(workers=1) as client:
+            blocker = await client.delay("wait_for_file", str(gate))
+            while client.get_status(blocker) is not TaskStatus.STARTED:
+                await asyncio.sleep(0.001)
+            ids = {}
+            for label, priority in [("low1", "low"), ("n1", TaskPriority.NORMAL), ("c1", 0), ("h1", "HIGH"),
+                                    ("low2", TaskPriority.LOW), ("c2", "critical"), ("n2", 2), ("h2", 1)]:
+                ids[label] = await client.delay("touch", str(log) + "." + label, priority=priority)
+            gate.touch()
+            results = {label: await client.wait(task_id) for label, task_id in ids.items()}
+            return results
+
+    results = run(main())
+    order = sorted(results, key=lambda label: results[label].result)
+    assert order == ["c1", "c2", "h1", "h2", "n1", "n2", "low1", "low2"]
+
+
+def test_bad_priority_is_a_value_error_listing_names(client_factory):
+    async def main():
+        async with client_factory() as client:
+            with pytest.raises(ValueError, match="critical, high, normal, low"):
+                await client.delay("add", 1, 2, priority="urgent")
+
+    run(main())
+
+
+def test_submit_batch_keeps_order_and_queues_all_or_none(client_factory):
+    async def main():
+        async with client_factory() as client:
+            ids = await client.submit_batch(
+                [{"task_name": "add", "args": (i, i), "priority": "high" if i % 2 else "low"} for i in range(600)]
+            )
+            results = [await client.wait(task_id) for task_id in ids]
+            before = client.stats()["submitted"]
+            with pytest.raises(SerializationError):
+                await client.submit_batch([{"task_name": "echo", "args": (1,)}, {"task_name": "echo", "args": (object(),)}])
+            with pytest.raises(ValueError, match="task #1"):
+                await client.submit_batch([{"task_name": "echo", "args": (1,)}, {"name": "echo"}])
+            return results, before, client.stats()["submitted"]
+
+    results, before, after = run(main())
+    assert [r.result for r in results] == [2 * i for i in range(600)]
+    assert before == after == 600
+
+
+def test_a_full_ring_applies_back_pressure_and_loses_nothing(client_factory):
+    async def main():
+        async with client_factory(slots=16) as client:
+            ids = [await client.delay("add", i, 1) for i in range(2000)]
+            return [(await client.wait(task_id)).result for task_id in ids]
+
+    assert run(main()) == [i + 1 for i in range(2000)]
+
+
+def test_statuses_move_from_pending_to_started_to_success(client_factory, tmp_path):
+    gate = tmp_path / "gate"
+
+    async def main():
+        async with client_factory(workers=1) as client:
+            running = await client.delay("wait_for_file", str(gate))
+            queued = await client.delay("add", 1, 2)
+            while client.get_status(running) is not TaskStatus.STARTED:
+                await asyncio.sleep(0.001)
+            snapshot = await client.get_task_result(running)
+            assert snapshot.started_at is not None and snapshot.completed_at is None
+            assert client.get_status(queued) is TaskStatus.PENDING
+            gate.touch()
+            await client.wait(queued)
+            assert client.get_status(running) is TaskStatus.SUCCESS
+            assert await client.get_task_result("00000000-0000-4000-8000-000000000000") is None
+            with pytest.raises(TaskNotFoundError):
+                await client.wait("nope")
+
+    run(main())
+
+
+def test_cancel_a_queued_task_never_runs_it(client_factory, tmp_path):
+    gate, marker = tmp_path / "gate", tmp_path / "marker"
+
+    async def main():
+        async with client_factory(workers=1) as client:
+            running = await client.delay("wait_for_file", str(gate))
+            victim = await client.delay("touch", str(marker))
+            assert await client.cancel_task(victim) is True
+            assert await client.cancel_task(victim) is False
+            while client.get_status(running) is not TaskStatus.STARTED:
+                await asyncio.sleep(0.001)
+            assert await client.cancel_task(running) is False  # running: not cancellable yet
+            gate.touch()
+            await client.wait(running)
+            after = await client.delay("add", 1, 1)
+            await client.wait(after)
+            assert await client.cancel_task(after) is False  # finished
+            return await client.wait(victim)
+
+    result = run(main())
+    assert result.status is TaskStatus.CANCELLED
+    assert not marker.exists()
+
+
+def test_wait_with_a_timeout_raises_and_the_task_keeps_running(client_factory, tmp_path):
+    gate = tmp_path / "gate"
+
+    async def main():
+        async with client_factory(workers=1) as client:
+            task_id = await client.delay("wait_for_file", str(gate))
+            with pytest.raises(TaskTimeoutError, match="did not finish within"):
+                await client.wait(task_id, timeout=0.05)
+            gate.touch()
+            return await client.wait(task_id)
+
+    assert run(main()).status is TaskStatus.SUCCESS
+
+
+@pytest.mark.parametrize("size", [0, 1, 170, 171, 172, 176, 177, 1000, 4096, 1 << 20])
+def test_payloads_cross_the_inline_and_arena_boundaries_intact(client_factory, size):
+    value = "x" * size
+
+    async def main():
+        async with client_factory() as client:
+            return await client.submit_task("echo", (value,))
+
+    assert run(main()).result == value
+
+
+def test_a_64_mib_payload_round_trips(client_factory):
+    value = os.urandom(64 << 20)
+
+    async def main():
+        async with client_factory(serialization_format="pickle", arena_size="160MiB") as client:
+            return await client.submit_task("echo", (value,))
+
+    assert run(main()).result == value
+
+
+def test_a_payload_larger_than_the_arena_is_refused_clearly(client_factory):
+    async def main():
+        async with client_factory(arena_size="1MiB") as client:
+            with pytest.raises(PayloadTooLargeError, match="arena"):
+                await client.delay("echo", "y" * (2 << 20))
+            return await client.submit_task("add", (1, 2))
+
+    assert run(main()).result == 3
+
+
+def test_a_client_used_after_stop_says_so(client_factory):
+    async def main():
+        client = client_factory()
+        with pytest.raises(ClientClosedError, match="not started"):
+            await client.delay("add", 1, 2)
+        async with client:
+            pass
+        with pytest.raises(ClientClosedError, match="stopped"):
+            await client.delay("add", 1, 2)
+
+    run(main())
+
+
+def test_leaving_on_an_exception_cleans_up_and_ends_unfinished_tasks(client_factory, tmp_path):
+    gate = tmp_path / "gate"
+
+    async def main():
+        client = client_factory(workers=1)
+        with pytest.raises(RuntimeError):
+            async with client:
+                task_id = await client.delay("wait_for_file", str(gate))
+                raise RuntimeError("user code failed")
+        return client.get_result(task_id)
+
+    result = run(main())
+    assert result.status is TaskStatus.CANCELLED
+
+
+def test_attach_mode_is_refused_with_a_hint():
+    from fastworker import ControlPlaneUnavailable
+
+    async def main():
+        with pytest.raises(ControlPlaneUnavailable, match="workers=N"):
+            async with Client():
+                pass
+
+    run(main())
