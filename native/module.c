@@ -101,6 +101,20 @@ static void segment_dealloc(SegmentObject *self)
         }                                                                             \
     } while (0)
 
+/* The name as a C string for shm_open, or NULL with an exception: a name that
+ * is not valid UTF-8 (PyUnicode_AsUTF8 fails) or holds a NUL (shm_open would
+ * silently use the shorter name before it). */
+static const char *segment_cname(PyObject *name)
+{
+    Py_ssize_t len;
+    const char *cname = PyUnicode_AsUTF8AndSize(name, &len);
+    if (cname && strlen(cname) != (size_t)len) {
+        PyErr_SetString(PyExc_ValueError, "segment name contains a NUL character");
+        return NULL;
+    }
+    return cname;
+}
+
 static PyObject *py_create(PyObject *mod, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"name", "nslots", "arena_size", "max_workers", "max_clients", "owner_pid",
@@ -112,10 +126,12 @@ static PyObject *py_create(PyObject *mod, PyObject *args, PyObject *kw)
                                      &max_clients, &owner_pid, &start_time, &epoch))
         return NULL;
     fw_geometry g = {nslots, arena_size, max_workers, max_clients, owner_pid, start_time, epoch};
+    const char *cname = segment_cname(name);
+    if (!cname)
+        return NULL;
     SegmentObject *o = segment_new(name);
     if (!o)
         return NULL;
-    const char *cname = PyUnicode_AsUTF8(name);
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = fw_seg_create(cname, &g, &o->seg);
@@ -132,10 +148,12 @@ static PyObject *py_attach(PyObject *mod, PyObject *arg)
 {
     if (!PyUnicode_Check(arg))
         return PyErr_Format(PyExc_TypeError, "attach() takes the segment name as str");
+    const char *cname = segment_cname(arg);
+    if (!cname)
+        return NULL;
     SegmentObject *o = segment_new(arg);
     if (!o)
         return NULL;
-    const char *cname = PyUnicode_AsUTF8(arg);
     int rc = fw_seg_attach(cname, &o->seg);
     if (rc != FW_OK) {
         Py_DECREF(o);
@@ -622,6 +640,12 @@ static PyObject *seg_get_arena_max_block(SegmentObject *self, void *c)
     return PyLong_FromUnsignedLongLong(1ULL << self->seg.h->arena_max_order);
 }
 
+static PyObject *seg_get_free_slots(SegmentObject *self, void *c)
+{
+    CHECK_OPEN(self);
+    return PyLong_FromUnsignedLong(__atomic_load_n(&self->seg.h->free_count, __ATOMIC_RELAXED));
+}
+
 static PyObject *seg_get_is_shutdown(SegmentObject *self, void *c)
 {
     CHECK_OPEN(self);
@@ -642,6 +666,7 @@ static PyGetSetDef seg_getset[] = {
     {"owner_start_time", (getter)seg_get_owner_start_time, NULL, NULL, NULL},
     {"layout_version", (getter)seg_get_layout_version, NULL, NULL, NULL},
     {"is_shutdown", (getter)seg_get_is_shutdown, NULL, NULL, NULL},
+    {"free_slots", (getter)seg_get_free_slots, NULL, "free slots now (a hint: others may take them)", NULL},
     {NULL},
 };
 
