@@ -31,6 +31,7 @@ from .errors import (
     ClientClosedError,
     ControlPlaneUnavailable,
     PayloadTooLargeError,
+    SharedMemoryFullError,
     TaskNotFoundError,
     TaskTimeoutError,
     UnknownTaskError,
@@ -47,10 +48,8 @@ from .tasks.serialization import Codec
 log = logging.getLogger("fastworker.client")
 
 _NORMAL = TaskPriority.NORMAL
+_FINAL = frozenset((SUCCESS, FAILURE, CANCELLED))
 _STATUS_OF = {_native.RESULT_SUCCESS: SUCCESS, _native.RESULT_FAILURE: FAILURE}
-# delay() keywords that belong to the scheduler, which is not built yet: they
-# must not silently become the task's own keyword arguments.
-_SCHEDULING = ("countdown", "eta")
 _BATCH_KEYS = frozenset(("task_name", "args", "kwargs", "priority"))
 # How long stop() lets running tasks finish before their workers are killed.
 _STOP_GRACE = 5.0
@@ -85,6 +84,7 @@ class Client:
         result_cache_ttl: float | None = None,
         slots: int | None = None,
         arena_size: int | str | None = None,
+        spin_us: int | None = None,
     ) -> None:
         self._embedded = workers is not None or task_modules is not None
         modules = task_modules if task_modules is None or isinstance(task_modules, str) else ",".join(task_modules)
@@ -98,6 +98,7 @@ class Client:
             result_cache_ttl=result_cache_ttl,
             slots=slots,
             arena_size=arena_size,
+            spin_us=spin_us,
         )
         self._codec = Codec.for_format(self.config.serialization_format)
         self._segment: _native.Segment | None = None
@@ -145,6 +146,7 @@ class Client:
         )
         segment = shm.create("e", geometry)
         try:
+            segment.set_spin(self.config.spin_us * 1000, len(os.sched_getaffinity(0)))
             self._client_id, _gen = segment.client_open(os.getpid())
             self._eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             spec = WorkerSpec(segment, tasks, self._codec, {self._client_id: self._eventfd})
@@ -216,13 +218,22 @@ class Client:
 
     async def delay(self, task_name: str, /, *args: Any, priority: Any = _NORMAL, **kwargs: Any) -> str:
         """Queue a task and return its id at once."""
-        segment = self._require_segment()
-        if kwargs and any(k in kwargs for k in _SCHEDULING):
+        # The hot path of the API: _encode() and _require_segment() are inlined.
+        segment = self._segment
+        if segment is None:
+            segment = self._require_segment()
+        # Keywords of the scheduler, which is not built yet: they must not
+        # silently become the task's own keyword arguments.
+        if kwargs and ("countdown" in kwargs or "eta" in kwargs):
             raise NotImplementedError(
                 "countdown= and eta= scheduling is not available in this version; "
                 "submit the task when it is due"
             )
-        fn_id, lane, payload, flags = self._encode(task_name, args, kwargs, priority)
+        fn_id = self._fn_ids.get(task_name)
+        if fn_id is None:
+            raise UnknownTaskError(task_name, self._fn_ids)
+        lane = priority if priority.__class__ is TaskPriority else TaskPriority.parse(priority)
+        payload, flags = self._codec.encode_args(task_name, args, kwargs)
         self._counter += 1
         tag = self._counter
         while True:
@@ -235,6 +246,8 @@ class Client:
                 raise self._too_big(task_name, len(payload)) from None
             except _native.Shutdown:
                 raise ClientClosedError("the client is stopping; the task was not queued") from None
+            except _native.ArenaFailed:
+                raise self._arena_failed() from None
         task_id = self._ids.make(tag)
         self._records.add(Record(task_id, task_name, handle))
         return task_id
@@ -288,6 +301,8 @@ class Client:
                 raise self._too_big(bad[0], len(bad[2][2])) from None
             except _native.Shutdown:
                 raise ClientClosedError("the client is stopping; the batch was not fully queued") from None
+            except _native.ArenaFailed:
+                raise self._arena_failed() from None
             else:
                 # Recorded before the next await: waiting for room drains results.
                 for (name, tag, _), handle in zip(part, handles):
@@ -301,6 +316,12 @@ class Client:
         return PayloadTooLargeError(
             f"the arguments of task {task_name!r} take {size} bytes, more than the shared arena's largest "
             f"block ({limit} bytes); raise FASTWORKER_ARENA_SIZE (arena_size=) or pass the data another way"
+        )
+
+    def _arena_failed(self) -> SharedMemoryFullError:
+        return SharedMemoryFullError(
+            "the shared arena for payloads over 176 bytes could not be reserved in /dev/shm (it filled up "
+            "after the start); free some /dev/shm or lower FASTWORKER_ARENA_SIZE and restart"
         )
 
     async def _wait_for_room(self) -> None:
@@ -344,7 +365,7 @@ class Client:
             collected += len(items)
             if not segment.arm(self._client_id):
                 break
-        if collected and self._room_waiters:
+        if self._room_waiters:  # woken: results freed room, or the arena opened
             waiters, self._room_waiters = self._room_waiters, []
             for fut in waiters:
                 if not fut.done():
@@ -376,7 +397,7 @@ class Client:
     async def wait(self, task_id: str, timeout: float | None = None) -> TaskResult:
         """Wait for a task's final status and return its result."""
         record = self._record(task_id)
-        if not record.status.is_final:
+        if record.status not in _FINAL:
             fut = self._loop.create_future()
             if record.waiters is None:
                 record.waiters = []

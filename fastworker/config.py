@@ -161,6 +161,11 @@ _RULES: dict[str, _Rule] = {
         lambda v: _is_int(v) and v >= MIN_ARENA_SIZE,
         "at least 1 MiB, as bytes or with a unit such as '64MiB', '1GiB', '512k'",
     ),
+    "spin_us": _Rule(
+        _parse_int,
+        lambda v: _is_int(v) and 0 <= v <= 1000,
+        "an integer from 0 (never spin) to 1000 microseconds",
+    ),
     "log_level": _Rule(
         _parse_log_level, lambda v: v in _LOG_LEVELS, "one of " + ", ".join(_LOG_LEVELS)
     ),
@@ -184,6 +189,9 @@ class Config:
     result_cache_ttl: float = 3600.0
     slots: int = 4096
     arena_size: int = 128 << 20
+    # How long an idle worker may spin for new work before it sleeps: one
+    # worker at a time, only with a core to spare (see native/ring.c).
+    spin_us: int = 20
     log_level: str = "WARNING"
 
     @staticmethod

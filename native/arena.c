@@ -84,16 +84,20 @@ void fw_arena_init(fw_seg *s)
 {
     reset(s);
     free_range(s, 0, s->h->arena_units);
-    uint32_t max = FW_ARENA_MIN_ORDER;
-    while (max < FW_ARENA_MAX_ORDER && units_of(max + 1) <= s->h->arena_units)
-        max++;
-    s->h->arena_max_order = max;
+}
+
+static int arena_ready(fw_seg *s)
+{
+    return __atomic_load_n(&s->h->arena_state, __ATOMIC_ACQUIRE) == FW_ARENA_READY;
 }
 
 int fw_arena_alloc(fw_seg *s, uint32_t order, uint32_t *unit_out)
 {
     if (order > s->h->arena_max_order)
         return FW_E_TOOBIG;
+    if (!arena_ready(s))
+        return __atomic_load_n(&s->h->arena_state, __ATOMIC_ACQUIRE) == FW_ARENA_FAILED ? FW_E_ARENA_FAILED
+                                                                                         : FW_E_ARENA_FULL;
     uint32_t have = order;
     while (have <= s->h->arena_max_order && s->h->arena_free_heads[have - FW_ARENA_MIN_ORDER] == FW_NONE)
         have++;
@@ -141,6 +145,8 @@ static int by_unit(const void *a, const void *b)
 
 void fw_arena_rebuild(fw_seg *s)
 {
+    if (!arena_ready(s))
+        return; /* nothing was ever allocated from it */
     uint32_t n = s->h->nslots, live = 0;
     live_block *blocks = malloc(sizeof(live_block) * (n ? n : 1));
     for (uint32_t i = 0; i < n; i++) {
@@ -173,6 +179,11 @@ void fw_arena_rebuild(fw_seg *s)
 
 int fw_arena_check(fw_seg *s, uint64_t *used_units_out)
 {
+    if (!arena_ready(s)) {
+        if (used_units_out)
+            *used_units_out = 0;
+        return 0;
+    }
     uint64_t free_units = 0;
     for (uint32_t o = FW_ARENA_MIN_ORDER; o <= s->h->arena_max_order; o++) {
         uint32_t prev = FW_NONE;

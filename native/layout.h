@@ -90,6 +90,15 @@ enum fw_op {
     FW_OP_COUNT = 11,
 };
 
+/* The arena's pages are reserved (posix_fallocate) after the segment is
+ * created, by the fork server, so that a big arena does not delay the start;
+ * no block is handed out before that has succeeded. */
+enum fw_arena_state {
+    FW_ARENA_PENDING = 0,
+    FW_ARENA_READY = 1,
+    FW_ARENA_FAILED = 2,
+};
+
 /* Header flags. */
 #define FW_FLAG_SHUTDOWN 1u
 
@@ -141,7 +150,9 @@ typedef struct {
     uint32_t arena_units;      /* arena_size >> FW_ARENA_MIN_ORDER */
     uint32_t arena_max_order;  /* largest block order the arena holds */
     uint32_t ready;            /* set last by the creator, with release order */
-    uint8_t _pad0[0x100 - 0x7c];
+    uint32_t arena_state;      /* enum fw_arena_state */
+    uint32_t arena_errno;      /* why reserving the arena failed */
+    uint8_t _pad0[0x100 - 0x84];
 
     /* 0x100 the ring lock, alone on its lines */
     union {
@@ -180,6 +191,15 @@ typedef struct {
     uint32_t space_seq;
     uint32_t space_waiters;
     uint8_t _pad5[FW_CACHE_LINE - 8];
+
+    /* 0x3c0 spinning: at most one worker spins before it sleeps (the token),
+     * for at most spin_ns; 0 turns spinning off (set by the owner) */
+    uint32_t spinner;
+    uint32_t ncpus;     /* cores this engine may use: spinning needs one to spare */
+    uint64_t spin_ns;
+    uint64_t spin_hits; /* spins that found work */
+    uint64_t spin_misses;
+    uint8_t _pad7[FW_CACHE_LINE - 32];
 } fw_header;
 
 typedef struct {

@@ -24,7 +24,7 @@
 #define DRAIN_BATCH 512u
 
 static PyObject *FullError, *TooBigError, *ShutdownError, *SegmentErrorBase, *ForeignError, *VersionError,
-    *CorruptError, *NotReadyError, *NoSpaceError, *LockError;
+    *CorruptError, *NotReadyError, *NoSpaceError, *LockError, *ArenaFailedError;
 
 static PyObject *raise_status(int status, const char *what)
 {
@@ -49,6 +49,8 @@ static PyObject *raise_status(int status, const char *what)
         return PyErr_Format(TooBigError, "%s: payload larger than the shared arena's largest block", what);
     case FW_E_SHUTDOWN:
         return PyErr_Format(ShutdownError, "%s: the segment is shutting down", what);
+    case FW_E_ARENA_FAILED:
+        return PyErr_Format(ArenaFailedError, "%s: the shared arena's pages could not be reserved", what);
     case FW_E_LOCK:
         return PyErr_Format(LockError, "%s: the ring lock is unrecoverable", what);
     case FW_E_ARG:
@@ -118,12 +120,13 @@ static const char *segment_cname(PyObject *name)
 static PyObject *py_create(PyObject *mod, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"name", "nslots", "arena_size", "max_workers", "max_clients", "owner_pid",
-                             "owner_start_time", "epoch", NULL};
+                             "owner_start_time", "epoch", "reserve_arena", NULL};
     PyObject *name;
     unsigned int nslots, max_workers, max_clients, owner_pid;
     unsigned long long arena_size, start_time, epoch;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "UIKIIIKK", kwlist, &name, &nslots, &arena_size, &max_workers,
-                                     &max_clients, &owner_pid, &start_time, &epoch))
+    int reserve_arena = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "UIKIIIKK|p", kwlist, &name, &nslots, &arena_size, &max_workers,
+                                     &max_clients, &owner_pid, &start_time, &epoch, &reserve_arena))
         return NULL;
     fw_geometry g = {nslots, arena_size, max_workers, max_clients, owner_pid, start_time, epoch};
     const char *cname = segment_cname(name);
@@ -134,7 +137,7 @@ static PyObject *py_create(PyObject *mod, PyObject *args, PyObject *kw)
         return NULL;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = fw_seg_create(cname, &g, &o->seg);
+    rc = fw_seg_create(cname, &g, reserve_arena, &o->seg);
     Py_END_ALLOW_THREADS
     if (rc != FW_OK) {
         Py_DECREF(o);
@@ -173,6 +176,23 @@ static PyObject *py_segment_size(PyObject *mod, PyObject *args)
     if (size == 0)
         return raise_status(FW_E_ARG, "segment_size");
     return PyLong_FromUnsignedLongLong(size);
+}
+
+/* reserve_arena(): reserve the arena's pages now and open it (the owner's
+ * fork server calls it once, right after start). */
+static PyObject *seg_reserve_arena(SegmentObject *self, PyObject *unused)
+{
+    CHECK_OPEN(self);
+    const char *cname = PyUnicode_AsUTF8(self->name);
+    if (!cname)
+        return NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = fw_seg_reserve_arena(&self->seg, cname);
+    Py_END_ALLOW_THREADS
+    if (rc != FW_OK)
+        return raise_status(rc, cname);
+    Py_RETURN_NONE;
 }
 
 static PyObject *seg_close(SegmentObject *self, PyObject *unused)
@@ -552,13 +572,14 @@ static PyObject *seg_stats(SegmentObject *self, PyObject *unused)
 {
     CHECK_OPEN(self);
     fw_header *h = self->seg.h;
-    return Py_BuildValue("{sKsKsKsKsIsKsIsIsK}", "submitted", (unsigned long long)h->submitted, "completed",
-                         (unsigned long long)h->completed, "cancelled", (unsigned long long)h->cancelled,
-                         "reclaimed", (unsigned long long)h->reclaimed, "futex_wakes",
-                         __atomic_load_n(&h->futex_wakes, __ATOMIC_RELAXED), "recoveries",
-                         (unsigned long long)h->intent.count, "work_seq",
-                         __atomic_load_n(&h->work_seq, __ATOMIC_RELAXED), "free_slots", h->free_count,
-                         "arena_free_bytes", (unsigned long long)(h->arena_free_units << FW_ARENA_MIN_ORDER));
+#define U64(x) (unsigned long long)(x)
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsK}", "submitted", U64(h->submitted), "completed", U64(h->completed),
+                         "cancelled", U64(h->cancelled), "reclaimed", U64(h->reclaimed), "futex_wakes",
+                         U64(__atomic_load_n(&h->futex_wakes, __ATOMIC_RELAXED)), "recoveries", U64(h->intent.count),
+                         "work_seq", U64(__atomic_load_n(&h->work_seq, __ATOMIC_RELAXED)), "free_slots",
+                         U64(h->free_count), "arena_free_bytes", U64(h->arena_free_units << FW_ARENA_MIN_ORDER),
+                         "spin_hits", U64(h->spin_hits), "spin_misses", U64(h->spin_misses));
+#undef U64
 }
 
 static PyObject *seg_client_stats(SegmentObject *self, PyObject *arg)
@@ -574,6 +595,18 @@ static PyObject *seg_client_stats(SegmentObject *self, PyObject *arg)
                          (unsigned long long)cl->submitted, "completed", (unsigned long long)cl->completed,
                          "notifies", (unsigned long long)__atomic_load_n(&cl->notifies, __ATOMIC_RELAXED),
                          "done_waiting", __atomic_load_n(&cl->done_count, __ATOMIC_RELAXED));
+}
+
+/* set_spin(ns, ncpus) */
+static PyObject *seg_set_spin(SegmentObject *self, PyObject *args)
+{
+    CHECK_OPEN(self);
+    unsigned long long ns;
+    unsigned int ncpus;
+    if (!PyArg_ParseTuple(args, "KI", &ns, &ncpus))
+        return NULL;
+    fw_set_spin(&self->seg, ns, ncpus);
+    Py_RETURN_NONE;
 }
 
 static PyObject *seg_shutdown(SegmentObject *self, PyObject *unused)
@@ -646,6 +679,14 @@ static PyObject *seg_get_free_slots(SegmentObject *self, void *c)
     return PyLong_FromUnsignedLong(__atomic_load_n(&self->seg.h->free_count, __ATOMIC_RELAXED));
 }
 
+static PyObject *seg_get_arena_state(SegmentObject *self, void *c)
+{
+    CHECK_OPEN(self);
+    static const char *names[] = {"pending", "ready", "failed"};
+    uint32_t st = __atomic_load_n(&self->seg.h->arena_state, __ATOMIC_ACQUIRE);
+    return PyUnicode_FromString(st < 3 ? names[st] : "unknown");
+}
+
 static PyObject *seg_get_is_shutdown(SegmentObject *self, void *c)
 {
     CHECK_OPEN(self);
@@ -666,6 +707,7 @@ static PyGetSetDef seg_getset[] = {
     {"owner_start_time", (getter)seg_get_owner_start_time, NULL, NULL, NULL},
     {"layout_version", (getter)seg_get_layout_version, NULL, NULL, NULL},
     {"is_shutdown", (getter)seg_get_is_shutdown, NULL, NULL, NULL},
+    {"arena_state", (getter)seg_get_arena_state, NULL, "'pending' until the arena's pages are reserved, then 'ready' (or 'failed')", NULL},
     {"free_slots", (getter)seg_get_free_slots, NULL, "free slots now (a hint: others may take them)", NULL},
     {NULL},
 };
@@ -687,9 +729,11 @@ static PyMethodDef seg_methods[] = {
     {"check", (PyCFunction)seg_check, METH_NOARGS, NULL},
     {"stats", (PyCFunction)seg_stats, METH_NOARGS, NULL},
     {"shutdown", (PyCFunction)seg_shutdown, METH_NOARGS, NULL},
+    {"set_spin", (PyCFunction)seg_set_spin, METH_VARARGS, NULL},
     {"slot_state", (PyCFunction)seg_slot_state, METH_O, NULL},
     {"handle_state", (PyCFunction)seg_handle_state, METH_O, NULL},
     {"close", (PyCFunction)seg_close, METH_NOARGS, NULL},
+    {"reserve_arena", (PyCFunction)seg_reserve_arena, METH_NOARGS, NULL},
     {NULL},
 };
 
@@ -789,7 +833,8 @@ PyMODINIT_FUNC PyInit__native(void)
         add_error(m, &VersionError, "VersionMismatch", SegmentErrorBase) ||
         add_error(m, &CorruptError, "Corrupt", SegmentErrorBase) ||
         add_error(m, &NotReadyError, "NotReady", SegmentErrorBase) ||
-        add_error(m, &NoSpaceError, "NoSpace", PyExc_OSError) || add_error(m, &LockError, "LockBroken", PyExc_OSError))
+        add_error(m, &NoSpaceError, "NoSpace", PyExc_OSError) || add_error(m, &LockError, "LockBroken", PyExc_OSError) ||
+        add_error(m, &ArenaFailedError, "ArenaFailed", PyExc_OSError))
         return NULL;
     PyModule_AddIntConstant(m, "INLINE_CAPACITY", FW_INLINE_CAP);
     PyModule_AddIntConstant(m, "LAYOUT_VERSION", FW_LAYOUT_VERSION);

@@ -105,7 +105,7 @@ static int drop_block(fw_seg *s, fw_slot *sl)
 }
 
 /* After unlocking: tell producers waiting for room that there is some. */
-static void space_freed(fw_seg *s)
+void fw_space_freed(fw_seg *s)
 {
     ADD(&s->h->space_seq, 1);
     if (LOAD(&s->h->space_waiters) > 0)
@@ -238,6 +238,11 @@ static int any_sleeping(fw_seg *s, int *count)
 static void wake_workers(fw_seg *s, uint32_t n)
 {
     ADD(&s->h->work_seq, 1);
+    /* A spinning worker sees work_seq move and takes the work without a
+     * syscall; if it has just given up, it announced its sleep before it
+     * re-checked the lanes, so the sleeping bits below cover it. */
+    if (n == 1 && LOAD(&s->h->spinner))
+        return;
     int sleepers;
     if (any_sleeping(s, &sleepers)) {
         int k = (int)n < sleepers ? (int)n : sleepers;
@@ -416,10 +421,71 @@ int fw_take(fw_seg *s, uint32_t widx, uint32_t incarnation, fw_taken *out)
     return 1;
 }
 
+/* Is a core spare for a spinner?  Busy workers and the client (counted as
+ * awake) need theirs; spinning on a core somebody needs slows everyone. */
+static int core_spare(fw_seg *s)
+{
+    uint32_t busy = 1; /* the client */
+    for (uint32_t w = 0; w < s->h->max_workers; w++)
+        busy += __atomic_load_n(&s->workers[w].state, __ATOMIC_RELAXED) == FW_WORKER_BUSY;
+    return busy < __atomic_load_n(&s->h->ncpus, __ATOMIC_RELAXED);
+}
+
+/* Per worker process: consecutive spins that found nothing, and sleeps left
+ * before spinning is tried again.  A worker that keeps spinning in vain (a
+ * trickle of work) stops for a while: spinning must pay for itself. */
+static __thread uint32_t spin_failures, spin_pause;
+
+/* Spin briefly for new work instead of sleeping: one worker at a time (the
+ * token), only with a core to spare, never when it keeps failing.
+ * Returns 1 if work_seq moved past `seen`. */
+static int spin_for_work(fw_seg *s, uint32_t seen)
+{
+    fw_header *h = s->h;
+    uint64_t budget = __atomic_load_n(&h->spin_ns, __ATOMIC_RELAXED);
+    if (budget == 0)
+        return 0;
+    if (spin_pause > 0) {
+        spin_pause--;
+        return 0;
+    }
+    if (LOAD(&h->spinner) != 0 || !core_spare(s) || __atomic_exchange_n(&h->spinner, 1, __ATOMIC_ACQUIRE) != 0)
+        return 0;
+    uint64_t until = fw_monotonic_ns() + budget;
+    int moved = 0;
+    for (;;) {
+        for (int i = 0; i < 32; i++) {
+            if (__atomic_load_n(&h->work_seq, __ATOMIC_ACQUIRE) != seen) {
+                moved = 1;
+                break;
+            }
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        }
+        if (moved || fw_monotonic_ns() >= until || (LOAD(&h->flags) & FW_FLAG_SHUTDOWN))
+            break;
+    }
+    STORE(&h->spinner, 0);
+    if (moved) {
+        ADD(&h->spin_hits, 1);
+        spin_failures = 0;
+    } else {
+        ADD(&h->spin_misses, 1);
+        if (++spin_failures >= 4) {
+            spin_failures = 0;
+            spin_pause = 16;
+        }
+    }
+    return moved;
+}
+
 int fw_take_wait(fw_seg *s, uint32_t widx, uint32_t incarnation, int64_t timeout_ns, fw_taken *out)
 {
     fw_header *h = s->h;
     uint32_t seen = LOAD(&h->work_seq);
+    if (spin_for_work(s, seen))
+        return fw_take(s, widx, incarnation, out);
     /* Announce the sleep, then look once more: a submitter that pushed
      * before seeing our bit has also bumped work_seq past `seen`. */
     set_sleeping(s, widx, 1);
@@ -513,7 +579,7 @@ int fw_complete(fw_seg *s, uint64_t handle, uint32_t widx, uint32_t incarnation,
             }
             fw_unlock(s);
             if (freed)
-                space_freed(s);
+                fw_space_freed(s);
             freed = 0;
             if (rc == FW_OK)
                 break;
@@ -545,7 +611,7 @@ int fw_complete(fw_seg *s, uint64_t handle, uint32_t widx, uint32_t incarnation,
     finish(s, idx, status, flags, len);
     fw_unlock(s);
     if (freed)
-        space_freed(s);
+        fw_space_freed(s);
     *client_out = client;
     *notify_out = notify_armed(s, client);
     return FW_OK;
@@ -595,7 +661,7 @@ int fw_release(fw_seg *s, const uint32_t *idx, uint32_t n)
         free_push(s, idx[i]);
     }
     fw_unlock(s);
-    space_freed(s);
+    fw_space_freed(s);
     return FW_OK;
 }
 
@@ -626,7 +692,7 @@ int fw_cancel(fw_seg *s, uint32_t client, uint64_t handle)
     free_push(s, idx);
     s->h->cancelled++;
     fw_unlock(s);
-    space_freed(s);
+    fw_space_freed(s);
     return 1;
 }
 
@@ -658,7 +724,7 @@ uint32_t fw_reclaim_worker(fw_seg *s, uint32_t widx, uint32_t incarnation, const
     s->workers[widx].state = FW_WORKER_GONE;
     s->workers[widx].current_slot = FW_NONE;
     fw_unlock(s);
-    space_freed(s);
+    fw_space_freed(s);
     return n;
 }
 
@@ -782,6 +848,12 @@ int fw_client_close(fw_seg *s, uint32_t client)
     STORE(&s->clients[client].armed, 0);
     fw_unlock(s);
     return FW_OK;
+}
+
+void fw_set_spin(fw_seg *s, uint64_t ns, uint32_t ncpus)
+{
+    __atomic_store_n(&s->h->ncpus, ncpus, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->h->spin_ns, ns, __ATOMIC_RELAXED);
 }
 
 void fw_shutdown(fw_seg *s)

@@ -83,6 +83,9 @@ int fw_cancel(fw_seg *s, uint32_t client, uint64_t handle);
 uint32_t fw_reclaim_worker(fw_seg *s, uint32_t widx, uint32_t incarnation, const uint8_t *err, uint32_t errlen,
                            uint64_t *handles_out, uint32_t *clients_out, uint32_t max);
 
+/* Tell producers waiting for a slot or an arena block that one was freed. */
+void fw_space_freed(fw_seg *s);
+
 /* Wait until a slot or arena block is freed (space_seq changes). */
 int fw_wait_space(fw_seg *s, uint32_t seen, int64_t timeout_ns);
 
@@ -101,6 +104,10 @@ int fw_check(fw_seg *s, fw_census *out);
 /* Take a free entry of the client table (its generation bumped). */
 int fw_client_open(fw_seg *s, uint32_t pid, uint32_t *client_out, uint32_t *gen_out);
 int fw_client_close(fw_seg *s, uint32_t client);
+
+/* How long a worker may spin for work before it sleeps (0: never), and how
+ * many cores the engine may use (it spins only with one to spare). */
+void fw_set_spin(fw_seg *s, uint64_t ns, uint32_t ncpus);
 
 /* Refuse new work and wake every sleeper so it can see that. */
 void fw_shutdown(fw_seg *s);

@@ -1,5 +1,6 @@
 #include "segment.h"
 #include "arena.h"
+#include "ring.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -90,10 +91,9 @@ static void init_contents(fw_seg *s, const fw_geometry *g)
         s->workers[w].current_slot = FW_NONE;
     for (uint32_t c = 0; c < g->max_clients; c++)
         s->clients[c].done_head = s->clients[c].done_tail = FW_NONE;
-    fw_arena_init(s);
 }
 
-int fw_seg_create(const char *name, const fw_geometry *g, fw_seg *out)
+int fw_seg_create(const char *name, const fw_geometry *g, int reserve_arena, fw_seg *out)
 {
     fw_offsets o;
     int rc = compute(g, &o);
@@ -107,7 +107,7 @@ int fw_seg_create(const char *name, const fw_geometry *g, fw_seg *out)
         goto fail_errno;
     /* Reserve every page now.  On tmpfs ftruncate only sets a size: touching
      * a page that /dev/shm cannot back later kills the toucher with SIGBUS. */
-    rc = posix_fallocate(fd, 0, (off_t)o.total);
+    rc = posix_fallocate(fd, 0, (off_t)(reserve_arena ? o.total : o.arena_off));
     if (rc != 0) {
         errno = rc;
         if (rc == ENOSPC) {
@@ -121,6 +121,11 @@ int fw_seg_create(const char *name, const fw_geometry *g, fw_seg *out)
     if (base == MAP_FAILED)
         goto fail_errno;
     close(fd);
+#ifdef MADV_POPULATE_WRITE
+    /* Fault in the header and slots in one call: this process writes them
+     * all now, and faults one by one cost far more in a VM. */
+    (void)madvise(base, o.arena_off, MADV_POPULATE_WRITE);
+#endif
 
     /* tmpfs pages start zeroed, so only non-zero fields are written. */
     fw_header *h = (fw_header *)base;
@@ -150,6 +155,14 @@ int fw_seg_create(const char *name, const fw_geometry *g, fw_seg *out)
         return FW_E_SYS;
     }
     init_contents(out, g);
+    h->arena_max_order = FW_ARENA_MIN_ORDER;
+    while (h->arena_max_order < FW_ARENA_MAX_ORDER && (1ULL << (h->arena_max_order + 1)) <= h->arena_size)
+        h->arena_max_order++;
+    h->arena_state = FW_ARENA_PENDING;
+    if (reserve_arena) {
+        fw_arena_init(out);
+        h->arena_state = FW_ARENA_READY;
+    }
     h->magic = FW_MAGIC;
     atomic_store_explicit((_Atomic uint32_t *)&h->ready, 1, memory_order_release);
     return FW_OK;
@@ -230,4 +243,33 @@ void fw_seg_close(fw_seg *s)
         munmap(s->base, s->size);
         s->base = NULL;
     }
+}
+
+int fw_seg_reserve_arena(fw_seg *s, const char *name)
+{
+    fw_header *h = s->h;
+    if (__atomic_load_n(&h->arena_state, __ATOMIC_ACQUIRE) != FW_ARENA_PENDING)
+        return FW_OK;
+    int err = 0;
+    int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+    if (fd < 0) {
+        err = errno;
+    } else {
+        err = posix_fallocate(fd, (off_t)h->arena_off, (off_t)h->arena_size);
+        close(fd);
+    }
+    int rc = fw_lock(s, FW_OP_ALLOC, FW_NONE);
+    if (rc != FW_OK)
+        return rc;
+    if (err == 0)
+        fw_arena_init(s);
+    h->arena_errno = (uint32_t)err;
+    __atomic_store_n(&h->arena_state, err == 0 ? FW_ARENA_READY : FW_ARENA_FAILED, __ATOMIC_RELEASE);
+    fw_unlock(s);
+    fw_space_freed(s);
+    if (err) {
+        errno = err;
+        return err == ENOSPC ? FW_E_NOSPACE_SHM : FW_E_SYS;
+    }
+    return FW_OK;
 }

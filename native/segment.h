@@ -23,6 +23,7 @@ enum fw_status {
     FW_E_LOCK = -11,      /* the ring lock is unrecoverable */
     FW_E_ARG = -12,       /* an argument is out of range */
     FW_E_SHUTDOWN = -13,  /* the segment is shutting down */
+    FW_E_ARENA_FAILED = -14, /* the arena's pages could not be reserved */
 };
 
 typedef struct fw_seg fw_seg;
@@ -57,8 +58,13 @@ typedef struct {
 uint64_t fw_segment_size(const fw_geometry *g);
 
 /* Create, size (posix_fallocate: a too-small /dev/shm fails here, never with
- * SIGBUS later), map and initialise a new segment with mode 0600. */
-int fw_seg_create(const char *name, const fw_geometry *g, fw_seg *out);
+ * SIGBUS later), map and initialise a new segment with mode 0600.  The
+ * arena's pages are reserved now if reserve_arena, else by a later
+ * fw_seg_reserve_arena (until then no arena block is handed out). */
+int fw_seg_create(const char *name, const fw_geometry *g, int reserve_arena, fw_seg *out);
+
+/* Reserve the arena's pages and open it for allocation (or mark it failed). */
+int fw_seg_reserve_arena(fw_seg *s, const char *name);
 
 /* Map an existing segment and check its identity and geometry. */
 int fw_seg_attach(const char *name, fw_seg *out);

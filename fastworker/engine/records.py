@@ -21,10 +21,15 @@ PENDING, STARTED, SUCCESS, FAILURE, CANCELLED = (
     TaskStatus.FAILURE,
     TaskStatus.CANCELLED,
 )
+_FINAL = frozenset((SUCCESS, FAILURE, CANCELLED))
+
+
+_fromtimestamp = datetime.fromtimestamp
+_UTC = timezone.utc
 
 
 def from_ns(ns: int) -> datetime | None:
-    return datetime.fromtimestamp(ns / 1e9, timezone.utc) if ns else None
+    return _fromtimestamp(ns / 1e9, _UTC) if ns else None
 
 
 class Record:
@@ -71,17 +76,18 @@ class Record:
             error, tb = decode_failure(self.payload)
         else:
             error = self.error
+        # Positional: this runs once per task, and keywords cost more.
         result = TaskResult(
-            task_id=self.task_id,
-            status=status,
-            result=value,
-            error=error,
-            started_at=from_ns(self.t_start),
-            completed_at=from_ns(self.t_end),
-            traceback=tb or None,
-            task_name=self.task_name,
+            self.task_id,
+            status,
+            value,
+            error,
+            _fromtimestamp(self.t_start / 1e9, _UTC) if self.t_start else None,
+            _fromtimestamp(self.t_end / 1e9, _UTC) if self.t_end else None,
+            tb or None,
+            self.task_name,
         )
-        if status.is_final:
+        if status in _FINAL:
             self._result = result  # final: decode once
             self.payload = None
         return result
@@ -95,6 +101,7 @@ class RecordTable:
         self.by_id: dict[str, Record] = {}
         self.in_flight: dict[int, Record] = {}  # by ring handle
         self.finished: dict[str, Record] = {}  # oldest first
+        self._next_expiry = 0.0  # when _expire() next has work to do
 
     def add(self, record: Record) -> None:
         self.by_id[record.task_id] = record
@@ -102,7 +109,7 @@ class RecordTable:
 
     def get(self, task_id: str) -> Record | None:
         record = self.by_id.get(task_id)
-        if record is not None and record.status.is_final:
+        if record is not None and record.status in _FINAL:
             if self.clock() - record.finished_at > self.ttl:
                 del self.finished[task_id]
                 del self.by_id[task_id]
@@ -125,8 +132,7 @@ class RecordTable:
                     fut.set_result(record)
         if len(self.finished) > self.size:
             self._evict_over_size()
-        first = next(iter(self.finished.values()))
-        if now - first.finished_at > self.ttl:
+        if now >= self._next_expiry:
             self._expire()
 
     def _evict_over_size(self) -> None:
@@ -136,13 +142,18 @@ class RecordTable:
             del self.by_id[task_id]
 
     def _expire(self) -> None:
-        limit = self.clock() - self.ttl
+        now = self.clock()
+        limit = now - self.ttl
         while self.finished:
             task_id, record = next(iter(self.finished.items()))
             if record.finished_at >= limit:
                 break
             del self.finished[task_id]
             del self.by_id[task_id]
+        # Nothing can expire before the oldest kept record does; look again then
+        # (at least every 1/64 of the TTL, as reads reorder the records).
+        oldest = next(iter(self.finished.values())).finished_at if self.finished else now
+        self._next_expiry = min(oldest + self.ttl, now + self.ttl / 64)
 
     def pending(self) -> list[Record]:
         return list(self.in_flight.values())

@@ -74,13 +74,23 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
 
-def create(kind: str, geometry: Geometry) -> _native.Segment:
-    """Create this process's segment, its whole size reserved now.
+# Arenas up to this size are reserved by create() itself; bigger ones by the
+# fork server right after start (reserving costs ~0.3 ms per MiB, which would
+# otherwise delay the first result), and no arena block is used before that.
+RESERVE_NOW = 8 << 20
 
-    A /dev/shm too small for it fails here with the size needed, never with
-    SIGBUS when a page is touched later.
+
+def create(kind: str, geometry: Geometry) -> _native.Segment:
+    """Create this process's segment: header and slots reserved now, the arena
+    now or just after start (see RESERVE_NOW).
+
+    A /dev/shm too small for the whole segment fails here with the size
+    needed, never with SIGBUS when a page is touched later.
     """
     remove_stale()
+    free = _shm_free_bytes()
+    if geometry.size > free:
+        raise _no_room(geometry, free)
     name = new_segment_name(kind)
     try:
         return _native.create(
@@ -92,18 +102,22 @@ def create(kind: str, geometry: Geometry) -> _native.Segment:
             os.getpid(),
             process_start_ticks(os.getpid()) or 0,
             int.from_bytes(secrets.token_bytes(8), "little"),
+            reserve_arena=geometry.arena_size <= RESERVE_NOW,
         )
     except _native.NoSpace:
-        free = _shm_free_bytes()
-        raise SharedMemoryFullError(
-            f"fastworker needs {_mib(geometry.size)} in {SHM_DIR} for its shared segment "
-            f"but only {_mib(free)} is free. Lower FASTWORKER_ARENA_SIZE (now {_mib(geometry.arena_size)}) "
-            f"or FASTWORKER_SLOTS, or give {SHM_DIR} more room (docker run --shm-size=...)."
-        ) from None
+        raise _no_room(geometry, _shm_free_bytes()) from None
     except OSError as exc:
         if exc.errno == errno.EEXIST:  # 32 random bits collided: vanishingly rare, try once more
             return create(kind, geometry)
         raise
+
+
+def _no_room(geometry: Geometry, free: int) -> SharedMemoryFullError:
+    return SharedMemoryFullError(
+        f"fastworker needs {_mib(geometry.size)} in {SHM_DIR} for its shared segment "
+        f"but only {_mib(free)} is free. Lower FASTWORKER_ARENA_SIZE (now {_mib(geometry.arena_size)}) "
+        f"or FASTWORKER_SLOTS, or give {SHM_DIR} more room (docker run --shm-size=...)."
+    )
 
 
 def attach(name: str) -> _native.Segment:

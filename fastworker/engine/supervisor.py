@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 from .. import _native
 from ..errors import WorkerLostError
-from ..tasks.serialization import encode_failure
 from . import zygote
+from .worker import inline_failure
 from .zygote import WorkerSpec, ZygoteHandle, describe_exit
 
 log = logging.getLogger("fastworker.supervisor")
@@ -31,15 +31,6 @@ _STATUS_GRACE = 0.5
 # Respawns of a worker that keeps dying young back off up to this long.
 _MAX_BACKOFF = 2.0
 _YOUNG = 1.0
-
-
-def lost_payload(message: str) -> bytes:
-    """The failure a reclaimed slot carries; it must fit inline in the slot."""
-    while True:
-        payload = encode_failure(WorkerLostError(message), "")
-        if len(payload) <= _native.INLINE_CAPACITY:
-            return payload
-        message = message[: len(message) - (len(payload) - _native.INLINE_CAPACITY) - 1]
 
 
 class Supervisor:
@@ -144,7 +135,7 @@ class Supervisor:
         if self.incarnations[index] == incarnation:
             self._forget_pidfd(index)
         self.workers_lost += 1
-        lost = self.segment.reclaim_worker(index, incarnation, lost_payload(f"worker {index} (pid {pid}) {how}"))
+        lost = self.segment.reclaim_worker(index, incarnation, inline_failure(WorkerLostError(f"worker {index} (pid {pid}) {how}")))
         log.warning("worker %d (pid %d) %s; %d task(s) failed; replacing it", index, pid, how, len(lost))
         if lost:
             self.on_lost(lost)

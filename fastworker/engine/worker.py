@@ -14,12 +14,22 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from .. import _native
-from ..errors import UnknownTaskError
+from ..errors import PayloadTooLargeError, SharedMemoryFullError, UnknownTaskError
 from ..tasks.registry import TaskDefinition
 from ..tasks.serialization import Codec, encode_failure
 
 SUCCESS = _native.RESULT_SUCCESS
 FAILURE = _native.RESULT_FAILURE
+
+
+def inline_failure(error: BaseException) -> bytes:
+    """A failure payload that fits in a slot: it must not need the arena."""
+    message = str(error)
+    while True:
+        payload = encode_failure(type(error)(message), "")
+        if len(payload) <= _native.INLINE_CAPACITY:
+            return payload
+        message = message[: len(message) - (len(payload) - _native.INLINE_CAPACITY) - 1]
 
 
 class Ring(Protocol):
@@ -71,9 +81,18 @@ class Worker:
             return False
         handle, client, fn_id, flags, _tag, _lane, payload = item
         status, out_flags, out = self.execute(fn_id, flags, payload)
-        self.ring.complete(
-            handle, self.index, self.incarnation, status, out_flags, out, self.notify_fds.get(client, -1)
-        )
+        fd = self.notify_fds.get(client, -1)
+        try:
+            self.ring.complete(handle, self.index, self.incarnation, status, out_flags, out, fd)
+        except _native.TooBig:
+            error = PayloadTooLargeError(
+                f"the task's result takes {len(out)} bytes, more than the shared arena's largest block; "
+                "raise FASTWORKER_ARENA_SIZE (arena_size=) or return less"
+            )
+            self.ring.complete(handle, self.index, self.incarnation, FAILURE, 0, inline_failure(error), fd)
+        except _native.ArenaFailed:
+            error = SharedMemoryFullError("the shared arena could not be reserved in /dev/shm; the result was dropped")
+            self.ring.complete(handle, self.index, self.incarnation, FAILURE, 0, inline_failure(error), fd)
         self.tasks_run += 1
         return True
 

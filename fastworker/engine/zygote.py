@@ -216,8 +216,16 @@ class Zygote:
     def serve(self) -> int:
         signal.signal(signal.SIGTERM, self._on_sigterm)
         self.selector.register(self.sock, selectors.EVENT_READ, None)
+        arena_pending = self.spec.segment.arena_state == "pending"
         while True:
-            for key, _ in self.selector.select():
+            # The arena is reserved at the first idle moment, once the first
+            # workers are forked, and clients are woken to use it.
+            events = self.selector.select(0 if arena_pending else None)
+            if not events and arena_pending:
+                arena_pending = False
+                self._reserve_arena()
+                continue
+            for key, _ in events:
                 if key.data is None:
                     data = self.sock.recv(_MSG.size)
                     if not data:  # the parent closed its end: stop everything
@@ -231,6 +239,17 @@ class Zygote:
                         return 0
                 else:
                     self._reap(key.data)
+
+    def _reserve_arena(self) -> None:
+        try:
+            self.spec.segment.reserve_arena()
+        except OSError as exc:  # clients now get SharedMemoryFullError for big payloads
+            print(f"fastworker: could not reserve the shared arena: {exc}", file=sys.stderr)
+        for fd in self.spec.notify_fds.values():
+            try:
+                os.eventfd_write(fd, 1)
+            except OSError:
+                pass
 
     def _spawn(self, index: int, incarnation: int) -> None:
         zygote_pid = os.getpid()

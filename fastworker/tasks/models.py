@@ -119,12 +119,14 @@ class TaskResult:
     task_name: str | None = None
 
     def __post_init__(self) -> None:
-        for label, value in (("started_at", self.started_at), ("completed_at", self.completed_at)):
-            if value is not None and value.tzinfo is None:
-                raise ValueError(
-                    f"TaskResult.{label} must be timezone-aware (got naive {value!r}); "
-                    f"use fastworker.tasks.models.utc_now() or datetime.now(timezone.utc)."
-                )
+        # One test on the common path: every result a client builds passes through here.
+        started, completed = self.started_at, self.completed_at
+        if (started is not None and started.tzinfo is None) or (completed is not None and completed.tzinfo is None):
+            label, value = ("started_at", started) if started is not None and started.tzinfo is None else ("completed_at", completed)
+            raise ValueError(
+                f"TaskResult.{label} must be timezone-aware (got naive {value!r}); "
+                f"use fastworker.tasks.models.utc_now() or datetime.now(timezone.utc)."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: the status as its string value and timestamps in ISO 8601."""

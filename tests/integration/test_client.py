@@ -297,3 +297,16 @@ def test_attach_mode_is_refused_with_a_hint():
                 pass
 
     run(main())
+
+
+@pytest.mark.parametrize("spin_us", [0, 20])
+def test_workers_serve_with_and_without_spinning(client_factory, spin_us):
+    async def main():
+        async with client_factory(spin_us=spin_us) as client:
+            results = [(await client.submit_task("add", (i, i))).result for i in range(200)]
+            return results, client.stats()
+
+    results, stats = run(main())
+    assert results == [2 * i for i in range(200)]
+    if spin_us == 0:
+        assert stats["spin_hits"] == stats["spin_misses"] == 0
