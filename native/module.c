@@ -371,7 +371,7 @@ static PyObject *seg_take(SegmentObject *self, PyObject *args)
 
 /* complete(handle, worker, incarnation, status, flags, payload, notify_fd) -> bool
  * False when the slot was reclaimed meanwhile (the result is dropped). */
-static PyObject *seg_complete(SegmentObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *complete_impl(SegmentObject *self, PyObject *const *args, Py_ssize_t nargs, int take_next)
 {
     CHECK_OPEN(self);
     if (nargs != 7)
@@ -387,18 +387,31 @@ static PyObject *seg_complete(SegmentObject *self, PyObject *const *args, Py_ssi
     Py_buffer view;
     if (parse_payload(args[5], &view) != 0)
         return NULL;
-    int notify = 0;
+    int notify = 0, took = 0;
     uint32_t client = 0;
+    fw_taken next;
     int rc = fw_complete(&self->seg, handle, (uint32_t)widx, (uint32_t)inc, (uint32_t)status, (uint32_t)flags,
-                         view.buf, (uint32_t)view.len, &notify, &client);
+                         view.buf, (uint32_t)view.len, &notify, &client, take_next ? &next : NULL, &took);
     PyBuffer_Release(&view);
-    if (rc == FW_E_STALE)
-        Py_RETURN_FALSE;
-    if (rc != FW_OK)
+    if (rc != FW_OK && rc != FW_E_STALE)
         return raise_status(rc, "complete");
     if (notify && fd >= 0)
         fw_eventfd_signal((int)fd);
-    Py_RETURN_TRUE;
+    if (take_next)
+        return took ? taken_tuple(&self->seg, &next) : Py_NewRef(Py_None);
+    return PyBool_FromLong(rc == FW_OK);
+}
+
+/* complete(...) then take the worker's next task under the same lock:
+ * -> the next task (as take() returns it) or None when none is queued. */
+static PyObject *seg_complete_take(SegmentObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return complete_impl(self, args, nargs, 1);
+}
+
+static PyObject *seg_complete(SegmentObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return complete_impl(self, args, nargs, 0);
 }
 
 /* drain(client, max=...) -> [(handle, status, flags, tag, payload, t_start_ns, t_end_ns), ...]
@@ -717,6 +730,7 @@ static PyMethodDef seg_methods[] = {
     {"submit_many", (PyCFunction)seg_submit_many, METH_VARARGS, NULL},
     {"take", (PyCFunction)seg_take, METH_VARARGS, NULL},
     {"complete", (PyCFunction)(void (*)(void))seg_complete, METH_FASTCALL, NULL},
+    {"complete_take", (PyCFunction)(void (*)(void))seg_complete_take, METH_FASTCALL, NULL},
     {"drain", (PyCFunction)seg_drain, METH_VARARGS, NULL},
     {"arm", (PyCFunction)seg_arm, METH_O, NULL},
     {"cancel", (PyCFunction)seg_cancel, METH_VARARGS, NULL},

@@ -373,12 +373,11 @@ int fw_submit(fw_seg *s, uint32_t client, const fw_submission *subs, uint32_t n,
 
 /* ------------------------------------------------------------- take */
 
-int fw_take(fw_seg *s, uint32_t widx, uint32_t incarnation, fw_taken *out)
+/* Pop the most urgent queued task for the worker.  Lock held.  Returns 1
+ * and fills *out, or 0; *left is how many stay queued. */
+static int take_locked(fw_seg *s, uint32_t widx, uint32_t incarnation, fw_taken *out, uint32_t *left)
 {
     fw_header *h = s->h;
-    int rc = fw_lock(s, FW_OP_TAKE, FW_NONE);
-    if (rc != FW_OK)
-        return rc;
     uint32_t lane = 0, idx = FW_NONE;
     for (; lane < FW_LANES; lane++) {
         if (h->lanes[lane].head != FW_NONE) {
@@ -387,9 +386,10 @@ int fw_take(fw_seg *s, uint32_t widx, uint32_t incarnation, fw_taken *out)
         }
     }
     if (idx == FW_NONE) {
-        fw_unlock(s);
+        *left = 0;
         return 0;
     }
+    h->intent.op = FW_OP_TAKE;
     h->intent.slot = idx;
     lane_unlink(s, lane, idx);
     CRASH_POINT(FW_OP_TAKE);
@@ -400,7 +400,7 @@ int fw_take(fw_seg *s, uint32_t widx, uint32_t incarnation, fw_taken *out)
     STORE_REL(&sl->state, FW_SLOT_RUNNING);
     s->workers[widx].current_slot = idx;
     s->workers[widx].state = FW_WORKER_BUSY;
-    uint32_t left = h->lanes[0].count + h->lanes[1].count + h->lanes[2].count + h->lanes[3].count;
+    *left = h->lanes[0].count + h->lanes[1].count + h->lanes[2].count + h->lanes[3].count;
 
     out->handle = fw_handle(idx, sl->gen);
     out->tag = sl->tag;
@@ -410,15 +410,38 @@ int fw_take(fw_seg *s, uint32_t widx, uint32_t incarnation, fw_taken *out)
     out->lane = lane;
     out->len = sl->len;
     out->data = sl->block == FW_NONE ? sl->inline_data : fw_arena_ptr(s, sl->block);
-    fw_unlock(s);
-
-    /* More queued than this worker can take: pass the wake-up on to one
-     * more sleeper (a chain, never a herd). */
-    if (left > 0 && any_sleeping(s, NULL)) {
-        ADD(&h->futex_wakes, 1);
-        fw_futex_wake(&h->work_seq, 1);
-    }
     return 1;
+}
+
+/* After a take that left work queued: pass the wake-up on to one more
+ * sleeping worker (a chain, never a herd).  The taker's own bit may still be
+ * set (it announced a sleep it will not take), so it does not count. */
+static void chain_wake(fw_seg *s, uint32_t widx)
+{
+    int k = 0;
+    for (uint32_t i = 0; i < FW_MAX_WORKERS / 64; i++) {
+        uint64_t bits = LOAD(&s->h->sleeping[i]);
+        if (i == widx / 64)
+            bits &= ~(1ULL << (widx % 64));
+        k += __builtin_popcountll(bits);
+    }
+    if (k > 0) {
+        ADD(&s->h->futex_wakes, 1);
+        fw_futex_wake(&s->h->work_seq, 1);
+    }
+}
+
+int fw_take(fw_seg *s, uint32_t widx, uint32_t incarnation, fw_taken *out)
+{
+    int rc = fw_lock(s, FW_OP_TAKE, FW_NONE);
+    if (rc != FW_OK)
+        return rc;
+    uint32_t left;
+    int got = take_locked(s, widx, incarnation, out, &left);
+    fw_unlock(s);
+    if (got && left > 0)
+        chain_wake(s, widx);
+    return got;
 }
 
 /* Is a core spare for a spinner?  Busy workers and the client (counted as
@@ -551,7 +574,8 @@ static int notify_armed(fw_seg *s, uint32_t client)
 }
 
 int fw_complete(fw_seg *s, uint64_t handle, uint32_t widx, uint32_t incarnation, uint32_t status,
-                uint32_t flags, const uint8_t *data, uint32_t len, int *notify_out, uint32_t *client_out)
+                uint32_t flags, const uint8_t *data, uint32_t len, int *notify_out, uint32_t *client_out,
+                fw_taken *next, int *took_out)
 {
     uint32_t idx = fw_handle_idx(handle), gen = fw_handle_gen(handle);
     *notify_out = 0;
@@ -609,11 +633,18 @@ int fw_complete(fw_seg *s, uint64_t handle, uint32_t widx, uint32_t incarnation,
     }
     uint32_t client = sl->client;
     finish(s, idx, status, flags, len);
+    /* Take the next task under the same lock: one acquisition per task. */
+    uint32_t left = 0;
+    int took = next ? take_locked(s, widx, incarnation, next, &left) : 0;
     fw_unlock(s);
     if (freed)
         fw_space_freed(s);
     *client_out = client;
     *notify_out = notify_armed(s, client);
+    if (took_out)
+        *took_out = took;
+    if (took && left > 0)
+        chain_wake(s, widx);
     return FW_OK;
 }
 

@@ -59,9 +59,11 @@ int fw_take_wait(fw_seg *s, uint32_t widx, uint32_t incarnation, int64_t timeout
  * not fit in the slot, an arena block is allocated, filled outside the lock
  * and then published.  FW_E_STALE if the slot is no longer this worker's
  * (reclaimed).  *notify_out is set when the client must be woken through
- * its eventfd (it had armed it). */
+ * its eventfd (it had armed it).  With `next`, the worker's next task is
+ * taken under the same lock (*took_out says whether there was one). */
 int fw_complete(fw_seg *s, uint64_t handle, uint32_t widx, uint32_t incarnation, uint32_t status,
-                uint32_t flags, const uint8_t *data, uint32_t len, int *notify_out, uint32_t *client_out);
+                uint32_t flags, const uint8_t *data, uint32_t len, int *notify_out, uint32_t *client_out,
+                fw_taken *next, int *took_out);
 
 /* Move up to max DONE slots of `client` to HELD and return their indexes in
  * completion order.  The caller reads them, then releases them. */

@@ -39,6 +39,10 @@ class Ring(Protocol):
         self, handle: int, worker: int, incarnation: int, status: int, flags: int, payload: bytes, notify_fd: int
     ) -> bool: ...
 
+    def complete_take(
+        self, handle: int, worker: int, incarnation: int, status: int, flags: int, payload: bytes, notify_fd: int
+    ) -> tuple | None: ...
+
 
 class Worker:
     """Runs tasks for one worker slot (index, incarnation) of the ring."""
@@ -62,10 +66,28 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def run(self) -> None:
-        """Serve until the ring shuts down."""
+        """Serve until the ring shuts down.
+
+        Completing a task and taking the next happen under one lock
+        (``complete_take``) while work is queued; the worker goes back to
+        ``take`` (spin, then sleep) only when the lanes are empty.
+        """
+        ring = self.ring
+        index, incarnation, notify_fds = self.index, self.incarnation, self.notify_fds
         try:
-            while self.step():
-                pass
+            item = ring.take(index, incarnation, None)
+            while item is not None:
+                handle, client, fn_id, flags, _tag, _lane, payload = item
+                status, out_flags, out = self.execute(fn_id, flags, payload)
+                self.tasks_run += 1
+                fd = notify_fds.get(client, -1)
+                try:
+                    item = ring.complete_take(handle, index, incarnation, status, out_flags, out, fd)
+                except (_native.TooBig, _native.ArenaFailed) as exc:
+                    self._complete_oversized(handle, exc, len(out), fd)
+                    item = None
+                if item is None:
+                    item = ring.take(index, incarnation, None)
         finally:
             if self._loop is not None:
                 self._loop.close()
@@ -84,17 +106,21 @@ class Worker:
         fd = self.notify_fds.get(client, -1)
         try:
             self.ring.complete(handle, self.index, self.incarnation, status, out_flags, out, fd)
-        except _native.TooBig:
-            error = PayloadTooLargeError(
-                f"the task's result takes {len(out)} bytes, more than the shared arena's largest block; "
-                "raise FASTWORKER_ARENA_SIZE (arena_size=) or return less"
-            )
-            self.ring.complete(handle, self.index, self.incarnation, FAILURE, 0, inline_failure(error), fd)
-        except _native.ArenaFailed:
-            error = SharedMemoryFullError("the shared arena could not be reserved in /dev/shm; the result was dropped")
-            self.ring.complete(handle, self.index, self.incarnation, FAILURE, 0, inline_failure(error), fd)
+        except (_native.TooBig, _native.ArenaFailed) as exc:
+            self._complete_oversized(handle, exc, len(out), fd)
         self.tasks_run += 1
         return True
+
+    def _complete_oversized(self, handle: int, exc: Exception, size: int, fd: int) -> None:
+        """The result did not fit in the arena: fail the task, inline, saying why."""
+        if isinstance(exc, _native.TooBig):
+            error: Exception = PayloadTooLargeError(
+                f"the task's result takes {size} bytes, more than the shared arena's largest block; "
+                "raise FASTWORKER_ARENA_SIZE (arena_size=) or return less"
+            )
+        else:
+            error = SharedMemoryFullError("the shared arena could not be reserved in /dev/shm; the result was dropped")
+        self.ring.complete(handle, self.index, self.incarnation, FAILURE, 0, inline_failure(error), fd)
 
     def execute(self, fn_id: int, flags: int, payload: bytes) -> tuple[int, int, bytes]:
         """Decode, call, encode: (status, flags, payload), never raising.
