@@ -310,3 +310,50 @@ def test_workers_serve_with_and_without_spinning(client_factory, spin_us):
     assert results == [2 * i for i in range(200)]
     if spin_us == 0:
         assert stats["spin_hits"] == stats["spin_misses"] == 0
+
+
+def test_task_modules_are_imported_before_the_workers_start(client_factory, tmp_path, monkeypatch):
+    (tmp_path / "shop_tasks.py").write_text(
+        "from fastworker import task\n\n@task(name='shop.total')\ndef total(prices):\n    return sum(prices)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from fastworker.tasks.registry import registry
+
+    state = registry._snapshot_state()
+
+    async def main():
+        async with client_factory(task_modules="shop_tasks") as client:
+            return await client.submit_task("shop.total", ([1, 2, 3],))
+
+    try:
+        assert run(main()).result == 6
+    finally:
+        registry._restore_state(state)
+
+
+def test_a_task_module_that_fails_to_import_stops_the_start_naming_it(client_factory, tmp_path, monkeypatch):
+    from fastworker import TaskModuleImportError
+
+    (tmp_path / "broken_tasks.py").write_text("raise RuntimeError('missing setting')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    async def main():
+        with pytest.raises(TaskModuleImportError, match="broken_tasks") as info:
+            async with client_factory(task_modules=["broken_tasks"]):
+                pass
+        return info.value
+
+    error = run(main())
+    assert "missing setting" in str(error)
+
+
+def test_submit_task_waits_at_most_the_clients_timeout(client_factory, tmp_path):
+    gate = tmp_path / "gate"
+
+    async def main():
+        async with client_factory(workers=1, timeout=0.05) as client:
+            with pytest.raises(TaskTimeoutError):
+                await client.submit_task("wait_for_file", (str(gate),))
+            gate.touch()
+
+    run(main())
