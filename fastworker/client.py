@@ -272,43 +272,56 @@ class Client:
         """
         segment = self._require_segment()
         default = TaskPriority.parse(default_priority)
-        entries = []
-        for position, spec in enumerate(tasks):
-            if not isinstance(spec, Mapping) or "task_name" not in spec or not _BATCH_KEYS.issuperset(spec):
+        fn_ids, encode, client_id = self._fn_ids, self._codec.encode_args, self._client_id
+        names: list[str] = []
+        subs: list[tuple[int, int, int, int, bytes]] = []  # (lane, fn_id, flags, tag, payload)
+        first_tag = self._counter + 1
+        for position, spec in enumerate(tasks, first_tag):
+            try:
+                name = spec["task_name"]
+                if not _BATCH_KEYS.issuperset(spec):
+                    raise KeyError
+            except (TypeError, KeyError, IndexError):
                 raise ValueError(
-                    f"submit_batch(): task #{position} must be a mapping with 'task_name' and optionally "
-                    f"'args', 'kwargs', 'priority'; got {spec!r}"
-                )
-            name = spec["task_name"]
-            entry = self._encode(name, spec.get("args", ()), spec.get("kwargs"), spec.get("priority", default))
-            self._counter += 1
-            entries.append((name, self._counter, entry))
+                    f"submit_batch(): task #{position - first_tag} must be a mapping with 'task_name' and "
+                    f"optionally 'args', 'kwargs', 'priority'; got {spec!r}"
+                ) from None
+            fn_id = fn_ids.get(name)
+            if fn_id is None:
+                raise UnknownTaskError(name, fn_ids)
+            priority = spec.get("priority", default)
+            lane = priority if priority.__class__ is TaskPriority else TaskPriority.parse(priority)
+            payload, flags = encode(name, spec.get("args", ()), spec.get("kwargs"))
+            names.append(name)
+            subs.append((lane, fn_id, flags, position, payload))
+        self._counter += len(subs)
+
         ids: list[str] = []
-        while len(ids) < len(entries):
+        make_id, add_record = self._ids.make, self._records.add
+        while len(ids) < len(subs):
             room = segment.free_slots
             if room == 0:
                 await self._wait_for_room()
                 continue
-            part = entries[len(ids) : len(ids) + room]
+            done = len(ids)
+            part = subs[done : done + room]
             try:
-                handles = segment.submit_many(
-                    self._client_id, [(lane, fn_id, flags, tag, payload) for _, tag, (fn_id, lane, payload, flags) in part]
-                )
+                handles = segment.submit_many(client_id, part)
             except _native.Full:  # arena blocks, or slots another client took meanwhile
                 await self._wait_for_room()
+                continue
             except _native.TooBig:
-                bad = max(part, key=lambda e: len(e[2][2]))
-                raise self._too_big(bad[0], len(bad[2][2])) from None
+                biggest = max(range(len(part)), key=lambda i: len(part[i][4]))
+                raise self._too_big(names[done + biggest], len(part[biggest][4])) from None
             except _native.Shutdown:
                 raise ClientClosedError("the client is stopping; the batch was not fully queued") from None
             except _native.ArenaFailed:
                 raise self._arena_failed() from None
-            else:
-                # Recorded before the next await: waiting for room drains results.
-                for (name, tag, _), handle in zip(part, handles):
-                    task_id = self._ids.make(tag)
-                    self._records.add(Record(task_id, name, handle))
-                    ids.append(task_id)
+            # Recorded before the next await: waiting for room drains results.
+            for i, handle in enumerate(handles, done):
+                task_id = make_id(subs[i][3])
+                add_record(Record(task_id, names[i], handle))
+                ids.append(task_id)
         return ids
 
     def _too_big(self, task_name: str, size: int) -> PayloadTooLargeError:
@@ -349,19 +362,12 @@ class Client:
         segment = self._segment
         if segment is None:
             return 0
-        records = self._records
-        in_flight = records.in_flight
+        finish_drained = self._records.finish_drained
         collected = 0
         while True:
             items = segment.drain(self._client_id)
-            for handle, status, _flags, _tag, payload, t_start, t_end in items:
-                record = in_flight.pop(handle, None)
-                if record is None:
-                    continue
-                record.payload = payload
-                record.t_start = t_start
-                record.t_end = t_end
-                records.finish(record, _STATUS_OF[status])
+            if items:
+                finish_drained(items, _STATUS_OF)
             collected += len(items)
             if not segment.arm(self._client_id):
                 break
@@ -446,7 +452,7 @@ class Client:
 
     def stats(self) -> dict[str, Any]:
         segment = self._require_segment()
-        stats = segment.stats()
+        stats: dict[str, Any] = dict(segment.stats())
         stats["in_flight"] = len(self._records.in_flight)
         stats["workers_lost"] = self._supervisor.workers_lost if self._supervisor else 0
         stats["worker_pids"] = dict(self._supervisor.pids) if self._supervisor else {}

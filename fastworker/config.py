@@ -191,7 +191,7 @@ class Config:
     arena_size: int = 128 << 20
     # How long an idle worker may spin for new work before it sleeps: one
     # worker at a time, only with a core to spare (see native/ring.c).
-    spin_us: int = 20
+    spin_us: int = 50
     log_level: str = "WARNING"
 
     @staticmethod

@@ -33,14 +33,14 @@ def inline_failure(error: BaseException) -> bytes:
 
 
 class Ring(Protocol):
-    def take(self, worker: int, incarnation: int, timeout: float | None = None) -> tuple | None: ...
+    def take(self, worker: int, incarnation: int, timeout: float | None = None, /) -> tuple | None: ...
 
     def complete(
-        self, handle: int, worker: int, incarnation: int, status: int, flags: int, payload: bytes, notify_fd: int
+        self, handle: int, worker: int, incarnation: int, status: int, flags: int, payload: bytes, notify_fd: int, /
     ) -> bool: ...
 
     def complete_take(
-        self, handle: int, worker: int, incarnation: int, status: int, flags: int, payload: bytes, notify_fd: int
+        self, handle: int, worker: int, incarnation: int, status: int, flags: int, payload: bytes, notify_fd: int, /
     ) -> tuple | None: ...
 
 
