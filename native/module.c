@@ -586,12 +586,14 @@ static PyObject *seg_stats(SegmentObject *self, PyObject *unused)
     CHECK_OPEN(self);
     fw_header *h = self->seg.h;
 #define U64(x) (unsigned long long)(x)
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsK}", "submitted", U64(h->submitted), "completed", U64(h->completed),
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsK}", "submitted", U64(h->submitted), "completed", U64(h->completed),
                          "cancelled", U64(h->cancelled), "reclaimed", U64(h->reclaimed), "futex_wakes",
                          U64(__atomic_load_n(&h->futex_wakes, __ATOMIC_RELAXED)), "recoveries", U64(h->intent.count),
                          "work_seq", U64(__atomic_load_n(&h->work_seq, __ATOMIC_RELAXED)), "free_slots",
                          U64(h->free_count), "arena_free_bytes", U64(h->arena_free_units << FW_ARENA_MIN_ORDER),
-                         "spin_hits", U64(h->spin_hits), "spin_misses", U64(h->spin_misses));
+                         "spin_hits", U64(h->spin_hits), "spin_misses", U64(h->spin_misses),
+                         "last_recovered_op", U64(h->intent.last_op_pid >> 32), "last_recovered_pid",
+                         U64(h->intent.last_op_pid & 0xffffffffu));
 #undef U64
 }
 

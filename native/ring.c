@@ -687,9 +687,13 @@ int fw_release(fw_seg *s, const uint32_t *idx, uint32_t n)
         fw_slot *sl = &s->slots[idx[i]];
         if (sl->state != FW_SLOT_HELD)
             continue;
-        drop_block(s, sl);
+        uint32_t unit = sl->block;
         CRASH_POINT(FW_OP_RELEASE);
-        free_push(s, idx[i]);
+        free_push(s, idx[i]); /* as in cancel: FREE before the block goes */
+        if (unit != FW_NONE) {
+            sl->block = FW_NONE;
+            fw_arena_free(s, unit);
+        }
     }
     fw_unlock(s);
     fw_space_freed(s);
@@ -719,8 +723,15 @@ int fw_cancel(fw_seg *s, uint32_t client, uint64_t handle)
     }
     lane_unlink(s, sl->lane, idx);
     CRASH_POINT(FW_OP_CANCEL);
-    drop_block(s, sl);
+    /* FREE first: a slot still QUEUED must never lose its block (a taker
+     * would read `len` bytes from the inline area).  A FREE slot's block is
+     * dropped by the rebuild if we die before the next line. */
+    uint32_t unit = sl->block;
     free_push(s, idx);
+    if (unit != FW_NONE) {
+        sl->block = FW_NONE;
+        fw_arena_free(s, unit);
+    }
     s->h->cancelled++;
     fw_unlock(s);
     fw_space_freed(s);
@@ -757,14 +768,6 @@ uint32_t fw_reclaim_worker(fw_seg *s, uint32_t widx, uint32_t incarnation, const
     fw_unlock(s);
     fw_space_freed(s);
     return n;
-}
-
-int fw_wait_space(fw_seg *s, uint32_t seen, int64_t timeout_ns)
-{
-    ADD(&s->h->space_waiters, 1);
-    int rc = fw_futex_wait(&s->h->space_seq, seen, timeout_ns);
-    __atomic_sub_fetch(&s->h->space_waiters, 1, __ATOMIC_SEQ_CST);
-    return rc;
 }
 
 /* ------------------------------------------------------------ check */

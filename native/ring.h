@@ -88,9 +88,6 @@ uint32_t fw_reclaim_worker(fw_seg *s, uint32_t widx, uint32_t incarnation, const
 /* Tell producers waiting for a slot or an arena block that one was freed. */
 void fw_space_freed(fw_seg *s);
 
-/* Wait until a slot or arena block is freed (space_seq changes). */
-int fw_wait_space(fw_seg *s, uint32_t seen, int64_t timeout_ns);
-
 /* Counts of slots by state and a consistency check of every index. */
 typedef struct {
     uint32_t by_state[6];
