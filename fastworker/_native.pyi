@@ -110,6 +110,9 @@ class _Stats(TypedDict):
     spin_misses: int
     last_recovered_op: int  # the interrupted operation (enum fw_op) of the last recovery, 0 if none
     last_recovered_pid: int  # the process that died holding the lock then
+    spinner: int  # 0, or the index + 1 of the worker spinning for work
+    sleeping_mask: int  # sleeping bits of workers 0..63
+    rescues: int  # sleeps ended by the 1 s safety timeout with work queued (lost wake-ups): must stay 0
 
 class _ClientStats(TypedDict):
     pid: int

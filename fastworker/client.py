@@ -150,11 +150,11 @@ class Client:
             self._client_id, _gen = segment.client_open(os.getpid())
             self._eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             spec = WorkerSpec(segment, tasks, self._codec, {self._client_id: self._eventfd})
-            self._supervisor = Supervisor(segment, self.config.workers, spec, self._on_lost)
+            self._supervisor = Supervisor(segment, self.config.workers, spec, self._on_lost, loop)
             self._segment = segment
             self._loop = loop
             _live_clients.add(self)
-            self._supervisor.start(loop)
+            self._supervisor.start()
             loop.add_reader(self._eventfd, self._on_wakeup)
             segment.arm(self._client_id)
         except BaseException:
@@ -176,7 +176,7 @@ class Client:
         try:
             if self._loop is not None and self._eventfd >= 0 and not self._loop.is_closed():
                 self._loop.remove_reader(self._eventfd)
-            if supervisor is not None and supervisor.loop is not None:
+            if supervisor is not None:
                 supervisor.stop(grace)
             self._collect()  # results finished during the grace period
         finally:
@@ -207,14 +207,6 @@ class Client:
                 "the client is stopped" if self._closed else "the client is not started: use `async with Client(...)`"
             )
         return segment
-
-    def _encode(self, task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any] | None, priority: Any):
-        fn_id = self._fn_ids.get(task_name)
-        if fn_id is None:
-            raise UnknownTaskError(task_name, self._fn_ids)
-        lane = priority if priority.__class__ is TaskPriority else TaskPriority.parse(priority)
-        payload, flags = self._codec.encode_args(task_name, args, kwargs)
-        return fn_id, lane, payload, flags
 
     async def delay(self, task_name: str, /, *args: Any, priority: Any = _NORMAL, **kwargs: Any) -> str:
         """Queue a task and return its id at once."""
@@ -341,7 +333,7 @@ class Client:
         """Back-pressure: the ring is full, so wait until results free some of it."""
         if self._collect():
             return
-        fut = self._loop.create_future()
+        fut = asyncio.get_running_loop().create_future()
         self._room_waiters.append(fut)
         await fut
 
@@ -404,7 +396,7 @@ class Client:
         """Wait for a task's final status and return its result."""
         record = self._record(task_id)
         if record.status not in _FINAL:
-            fut = self._loop.create_future()
+            fut = asyncio.get_running_loop().create_future()
             if record.waiters is None:
                 record.waiters = []
             record.waiters.append(fut)

@@ -194,12 +194,14 @@ typedef struct {
 
     /* 0x3c0 spinning: at most one worker spins before it sleeps (the token),
      * for at most spin_ns; 0 turns spinning off (set by the owner) */
-    uint32_t spinner;
-    uint32_t ncpus;     /* cores this engine may use: spinning needs one to spare */
+    uint32_t spinner;        /* 0, or the spinning worker's index + 1 */
+    uint32_t ncpus;          /* cores this engine may use: spinning needs one to spare */
     uint64_t spin_ns;
-    uint64_t spin_hits; /* spins that found work */
+    uint64_t spin_deadline;  /* CLOCK_MONOTONIC ns when the current spin ends */
+    uint64_t spin_hits;      /* spins that found work */
     uint64_t spin_misses;
-    uint8_t _pad7[FW_CACHE_LINE - 32];
+    uint64_t rescues;        /* sleeps that ended by their safety timeout with work queued */
+    uint8_t _pad7[FW_CACHE_LINE - 48];
 } fw_header;
 
 typedef struct {

@@ -186,10 +186,14 @@ static PyObject *seg_reserve_arena(SegmentObject *self, PyObject *unused)
     const char *cname = PyUnicode_AsUTF8(self->name);
     if (!cname)
         return NULL;
-    int rc;
+    if (__atomic_load_n(&self->seg.h->arena_state, __ATOMIC_ACQUIRE) != FW_ARENA_PENDING)
+        Py_RETURN_NONE;
+    int err;
     Py_BEGIN_ALLOW_THREADS
-    rc = fw_seg_reserve_arena(&self->seg, cname);
+    err = fw_seg_fallocate_arena(&self->seg, cname);
     Py_END_ALLOW_THREADS
+    /* With the GIL again: taking a contended ring lock releases it itself. */
+    int rc = fw_seg_open_arena(&self->seg, err);
     if (rc != FW_OK)
         return raise_status(rc, cname);
     Py_RETURN_NONE;
@@ -586,14 +590,17 @@ static PyObject *seg_stats(SegmentObject *self, PyObject *unused)
     CHECK_OPEN(self);
     fw_header *h = self->seg.h;
 #define U64(x) (unsigned long long)(x)
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsK}", "submitted", U64(h->submitted), "completed", U64(h->completed),
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsK}", "submitted", U64(h->submitted), "completed", U64(h->completed),
                          "cancelled", U64(h->cancelled), "reclaimed", U64(h->reclaimed), "futex_wakes",
                          U64(__atomic_load_n(&h->futex_wakes, __ATOMIC_RELAXED)), "recoveries", U64(h->intent.count),
                          "work_seq", U64(__atomic_load_n(&h->work_seq, __ATOMIC_RELAXED)), "free_slots",
                          U64(h->free_count), "arena_free_bytes", U64(h->arena_free_units << FW_ARENA_MIN_ORDER),
                          "spin_hits", U64(h->spin_hits), "spin_misses", U64(h->spin_misses),
                          "last_recovered_op", U64(h->intent.last_op_pid >> 32), "last_recovered_pid",
-                         U64(h->intent.last_op_pid & 0xffffffffu));
+                         U64(h->intent.last_op_pid & 0xffffffffu), "spinner",
+                         U64(__atomic_load_n(&h->spinner, __ATOMIC_RELAXED)), "sleeping_mask",
+                         U64(__atomic_load_n(&h->sleeping[0], __ATOMIC_RELAXED)), "rescues",
+                         U64(__atomic_load_n(&h->rescues, __ATOMIC_RELAXED)));
 #undef U64
 }
 

@@ -240,8 +240,10 @@ static void wake_workers(fw_seg *s, uint32_t n)
     ADD(&s->h->work_seq, 1);
     /* A spinning worker sees work_seq move and takes the work without a
      * syscall; if it has just given up, it announced its sleep before it
-     * re-checked the lanes, so the sleeping bits below cover it. */
-    if (n == 1 && LOAD(&s->h->spinner))
+     * re-checked the lanes, so the sleeping bits below cover it.  The
+     * deadline keeps a spinner that died (or never lets go) from silencing
+     * every wake-up: past it, submitters wake sleepers as if none spun. */
+    if (n == 1 && LOAD(&s->h->spinner) && fw_monotonic_ns() < LOAD(&s->h->spin_deadline))
         return;
     int sleepers;
     if (any_sleeping(s, &sleepers)) {
@@ -462,7 +464,7 @@ static __thread uint32_t spin_failures, spin_pause;
 /* Spin briefly for new work instead of sleeping: one worker at a time (the
  * token), only with a core to spare, never when it keeps failing.
  * Returns 1 if work_seq moved past `seen`. */
-static int spin_for_work(fw_seg *s, uint32_t seen)
+static int spin_for_work(fw_seg *s, uint32_t widx, uint32_t seen)
 {
     fw_header *h = s->h;
     uint64_t budget = __atomic_load_n(&h->spin_ns, __ATOMIC_RELAXED);
@@ -472,9 +474,12 @@ static int spin_for_work(fw_seg *s, uint32_t seen)
         spin_pause--;
         return 0;
     }
-    if (LOAD(&h->spinner) != 0 || !core_spare(s) || __atomic_exchange_n(&h->spinner, 1, __ATOMIC_ACQUIRE) != 0)
+    uint32_t free_token = 0;
+    if (LOAD(&h->spinner) != 0 || !core_spare(s) ||
+        !__atomic_compare_exchange_n(&h->spinner, &free_token, widx + 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
         return 0;
     uint64_t until = fw_monotonic_ns() + budget;
+    STORE(&h->spin_deadline, until);
     int moved = 0;
     for (;;) {
         for (int i = 0; i < 32; i++) {
@@ -503,11 +508,21 @@ static int spin_for_work(fw_seg *s, uint32_t seen)
     return moved;
 }
 
+#define FW_SAFETY_SLEEP (1000 * 1000000LL)
+
+static int lanes_busy(fw_seg *s)
+{
+    for (uint32_t l = 0; l < FW_LANES; l++)
+        if (__atomic_load_n(&s->h->lanes[l].count, __ATOMIC_RELAXED) > 0)
+            return 1;
+    return 0;
+}
+
 int fw_take_wait(fw_seg *s, uint32_t widx, uint32_t incarnation, int64_t timeout_ns, fw_taken *out)
 {
     fw_header *h = s->h;
     uint32_t seen = LOAD(&h->work_seq);
-    if (spin_for_work(s, seen))
+    if (spin_for_work(s, widx, seen))
         return fw_take(s, widx, incarnation, out);
     /* Announce the sleep, then look once more: a submitter that pushed
      * before seeing our bit has also bumped work_seq past `seen`. */
@@ -520,13 +535,20 @@ int fw_take_wait(fw_seg *s, uint32_t widx, uint32_t incarnation, int64_t timeout
             s->workers[widx].state = FW_WORKER_IDLE;
         return got != 0 ? got : FW_E_SHUTDOWN;
     }
+    /* Never sleep unbounded: a sleep that outlasts FW_SAFETY_SLEEP re-checks
+     * the lanes, and counts a rescue if work was waiting (a lost wake-up;
+     * tests require none). */
+    int64_t nap = (timeout_ns < 0 || timeout_ns > FW_SAFETY_SLEEP) ? FW_SAFETY_SLEEP : timeout_ns;
     void *st = s->block_begin ? s->block_begin() : NULL;
-    int rc = fw_futex_wait(&h->work_seq, seen, timeout_ns);
+    int rc = fw_futex_wait(&h->work_seq, seen, nap);
     if (s->block_end)
         s->block_end(st);
     set_sleeping(s, widx, 0);
     s->workers[widx].state = FW_WORKER_IDLE;
-    s->workers[widx].wakeups++;
+    if (rc != ETIMEDOUT)
+        s->workers[widx].wakeups++;
+    else if (nap == FW_SAFETY_SLEEP && lanes_busy(s))
+        ADD(&h->rescues, 1);
     if (LOAD(&h->flags) & FW_FLAG_SHUTDOWN)
         return FW_E_SHUTDOWN;
     return rc == EINTR ? -EINTR : 0;
@@ -746,6 +768,8 @@ uint32_t fw_reclaim_worker(fw_seg *s, uint32_t widx, uint32_t incarnation, const
     if (errlen > FW_INLINE_CAP)
         errlen = FW_INLINE_CAP;
     set_sleeping(s, widx, 0);
+    uint32_t token = widx + 1;
+    __atomic_compare_exchange_n(&s->h->spinner, &token, 0, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
     if (fw_lock(s, FW_OP_RECLAIM, FW_NONE) != FW_OK)
         return 0;
     uint32_t n = 0;

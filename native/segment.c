@@ -245,26 +245,29 @@ void fw_seg_close(fw_seg *s)
     }
 }
 
-int fw_seg_reserve_arena(fw_seg *s, const char *name)
+int fw_seg_fallocate_arena(fw_seg *s, const char *name)
 {
     fw_header *h = s->h;
-    if (__atomic_load_n(&h->arena_state, __ATOMIC_ACQUIRE) != FW_ARENA_PENDING)
-        return FW_OK;
-    int err = 0;
     int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
-    if (fd < 0) {
-        err = errno;
-    } else {
-        err = posix_fallocate(fd, (off_t)h->arena_off, (off_t)h->arena_size);
-        close(fd);
-    }
+    if (fd < 0)
+        return errno;
+    int err = posix_fallocate(fd, (off_t)h->arena_off, (off_t)h->arena_size);
+    close(fd);
+    return err;
+}
+
+int fw_seg_open_arena(fw_seg *s, int err)
+{
+    fw_header *h = s->h;
     int rc = fw_lock(s, FW_OP_ALLOC, FW_NONE);
     if (rc != FW_OK)
         return rc;
-    if (err == 0)
-        fw_arena_init(s);
-    h->arena_errno = (uint32_t)err;
-    __atomic_store_n(&h->arena_state, err == 0 ? FW_ARENA_READY : FW_ARENA_FAILED, __ATOMIC_RELEASE);
+    if (__atomic_load_n(&h->arena_state, __ATOMIC_ACQUIRE) == FW_ARENA_PENDING) {
+        if (err == 0)
+            fw_arena_init(s);
+        h->arena_errno = (uint32_t)err;
+        __atomic_store_n(&h->arena_state, err == 0 ? FW_ARENA_READY : FW_ARENA_FAILED, __ATOMIC_RELEASE);
+    }
     fw_unlock(s);
     fw_space_freed(s);
     if (err) {

@@ -63,8 +63,13 @@ uint64_t fw_segment_size(const fw_geometry *g);
  * fw_seg_reserve_arena (until then no arena block is handed out). */
 int fw_seg_create(const char *name, const fw_geometry *g, int reserve_arena, fw_seg *out);
 
-/* Reserve the arena's pages and open it for allocation (or mark it failed). */
-int fw_seg_reserve_arena(fw_seg *s, const char *name);
+/* Reserve the arena's pages of a segment created without them: 0 or an
+ * errno.  Takes no lock (it may run long; call it without the GIL). */
+int fw_seg_fallocate_arena(fw_seg *s, const char *name);
+
+/* Then open the arena for allocation (err == 0) or mark it failed, under
+ * the ring lock.  Does nothing if the arena is no longer pending. */
+int fw_seg_open_arena(fw_seg *s, int err);
 
 /* Map an existing segment and check its identity and geometry. */
 int fw_seg_attach(const char *name, fw_seg *out);

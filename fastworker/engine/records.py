@@ -68,7 +68,7 @@ class Record:
             return self._result
         value = error = tb = None
         status = self.status
-        if status is SUCCESS:
+        if status is SUCCESS and self.payload is not None:
             try:
                 value = codec.decode_result(self.payload)
             except Exception as exc:  # noqa: BLE001 - a result that cannot be read is a failure to report

@@ -172,7 +172,7 @@ def remove_stale() -> list[str]:
     created (the magic last), so even a segment whose creator died half-way
     names its owner.
     """
-    removed = []
+    removed: list[str] = []
     prefix = user_prefix()
     try:
         entries = os.listdir(SHM_DIR)

@@ -40,7 +40,9 @@ class Supervisor:
         workers: int,
         spec: WorkerSpec,
         on_lost: Callable[[list[tuple[int, int]]], None],
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
+        self.loop = loop
         self.segment = segment
         self.size = workers
         self.spec = spec
@@ -53,21 +55,19 @@ class Supervisor:
         self._finalized: set[tuple[int, int]] = set()
         self.workers_lost = 0
         self.zygote: ZygoteHandle | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = False
 
     # ------------------------------------------------------------ start / stop
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def start(self) -> None:
         self._start_zygote()
         for index in range(self.size):
             self._spawn(index)
 
     def _start_zygote(self) -> None:
-        self.zygote = zygote.start(self.spec)
-        self.loop.add_reader(self.zygote.sock, self._on_messages)
-        self.loop.add_reader(self.zygote.pidfd, self._on_zygote_exit)
+        self.zygote = z = zygote.start(self.spec)
+        self.loop.add_reader(z.sock, self._on_messages, z)
+        self.loop.add_reader(z.pidfd, self._on_zygote_exit, z)
 
     def stop(self, grace: float) -> None:
         """Refuse new work, let running tasks finish for `grace` s, then kill; reap all."""
@@ -98,9 +98,9 @@ class Supervisor:
         self.incarnations[index] = (self.incarnations[index] % 0xFFFF) + 1
         self.zygote.spawn(index, self.incarnations[index])
 
-    def _on_messages(self) -> None:
-        for msg in self.zygote.receive():
-            if msg.kind == zygote.SPAWNED:
+    def _on_messages(self, z: ZygoteHandle) -> None:
+        for msg in z.receive():
+            if msg.kind == zygote.SPAWNED and msg.pidfd is not None:
                 if self.stopping or msg.incarnation != self.incarnations[msg.index]:
                     signal.pidfd_send_signal(msg.pidfd, signal.SIGKILL)  # a spawn nobody waits for
                     os.close(msg.pidfd)
@@ -153,9 +153,8 @@ class Supervisor:
         else:
             self._spawn(index)
 
-    def _on_zygote_exit(self) -> None:
+    def _on_zygote_exit(self, z: ZygoteHandle) -> None:
         """The fork server died (OOM killer, a stray kill): its workers die with it."""
-        z = self.zygote
         self.loop.remove_reader(z.sock)
         self.loop.remove_reader(z.pidfd)
         self._on_messages_safely(z)

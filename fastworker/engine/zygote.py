@@ -106,7 +106,7 @@ class ZygoteHandle:
 
     def receive(self) -> list[Message]:
         """Every message waiting now (the socket is non-blocking)."""
-        out = []
+        out: list[Message] = []
         while True:
             try:
                 data, fds, _flags, _addr = socket.recv_fds(self.sock, _MSG.size, 1)
@@ -294,13 +294,14 @@ class Zygote:
         """Let workers leave by themselves (the segment is shut down), then kill."""
         self.selector.unregister(self.sock)
         deadline = time.monotonic() + grace
+        killed = False
         while self.children:
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 and not killed:
                 for pidfd, _, _ in self.children.values():
                     signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-                left = None
-            for key, _ in self.selector.select(left):
+                killed = True
+            for key, _ in self.selector.select(None if killed else max(left, 0.0)):
                 if key.data is not None:
                     self._reap(key.data)
 

@@ -357,3 +357,34 @@ def test_submit_task_waits_at_most_the_clients_timeout(client_factory, tmp_path)
             gate.touch()
 
     run(main())
+
+
+def test_a_big_arena_is_usable_as_soon_as_the_client_starts(client_factory):
+    """Over 8 MiB the arena is reserved by the fork server after start; a big
+    payload submitted at once waits for it rather than failing."""
+
+    async def main():
+        async with client_factory(arena_size="64MiB") as client:
+            result = await client.submit_task("echo", ("z" * (1 << 20),))
+            return result, client._segment.arena_state
+
+    result, state = run(main())
+    assert result.result == "z" * (1 << 20)
+    assert state == "ready"
+
+
+def test_bursts_of_delays_never_lose_a_wake_up(client_factory):
+    """The throughput pattern (a burst of delay() through a full ring, then
+    wait for each) in rounds: every task completes and no worker ever had to
+    be rescued by its safety timeout with work waiting (a lost wake-up)."""
+
+    async def main():
+        async with client_factory(slots=512, result_cache_size=40_000) as client:
+            for _ in range(3):
+                ids = [await client.delay("add", i, 1) for i in range(20_000)]
+                results = [(await client.wait(task_id)).result for task_id in ids]
+                assert results == [i + 1 for i in range(20_000)]
+            return client.stats()
+
+    stats = run(main())
+    assert stats["rescues"] == 0

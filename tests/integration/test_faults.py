@@ -13,6 +13,7 @@ import textwrap
 import threading
 import time
 
+import psutil
 import pytest
 
 from fastworker import SharedMemoryFullError, TaskStatus, _native
@@ -225,8 +226,9 @@ def test_ctrl_c_in_a_script_removes_every_process_and_segment(tmp_path):
         assert not os.path.exists(f"/proc/{worker}") or open(f"/proc/{worker}/stat").read().split()[2] == "Z"
 
 
-def test_a_killed_owner_leaves_no_segment_behind(tmp_path):
-    """SIGKILL of the owner: the zygote gets SIGTERM (PDEATHSIG) and unlinks."""
+def test_a_killed_owner_leaves_no_segment_and_no_process_behind(tmp_path):
+    """SIGKILL of the owner: the zygote gets SIGTERM (PDEATHSIG), unlinks the
+    segment and kills the workers (whose own PDEATHSIG is SIGKILL)."""
     script = tmp_path / "script.py"
     script.write_text(
         textwrap.dedent(
@@ -235,8 +237,11 @@ def test_a_killed_owner_leaves_no_segment_behind(tmp_path):
             from fastworker import Client, task
 
             async def main():
-                async with Client(workers=1, arena_size="4MiB") as client:
-                    print(client._segment.name, flush=True)
+                async with Client(workers=2, arena_size="4MiB") as client:
+                    while len(client.stats()["worker_pids"]) < 2:
+                        await asyncio.sleep(0.01)
+                    pids = [client._supervisor.zygote.pid, *client.stats()["worker_pids"].values()]
+                    print(client._segment.name, *pids, flush=True)
                     await asyncio.sleep(60)
 
             asyncio.run(main())
@@ -244,14 +249,22 @@ def test_a_killed_owner_leaves_no_segment_behind(tmp_path):
         )
     )
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    name = proc.stdout.readline().strip()
-    assert os.path.exists(shm.SHM_DIR + name)
+    name, *pids = proc.stdout.readline().split()
+    assert os.path.exists(shm.SHM_DIR + name) and len(pids) == 3
     proc.kill()
     proc.communicate(timeout=10)
+
+    def gone(pid):
+        try:
+            return psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
     deadline = time.monotonic() + 5
-    while os.path.exists(shm.SHM_DIR + name) and time.monotonic() < deadline:
+    while time.monotonic() < deadline and (os.path.exists(shm.SHM_DIR + name) or not all(map(gone, pids))):
         time.sleep(0.01)
     assert not os.path.exists(shm.SHM_DIR + name)
+    assert all(map(gone, pids)), "the fork server and the workers must die with their owner"
 
 
 def _fake_segment(owner_pid, ticks):
