@@ -38,7 +38,19 @@ from .errors import (
 )
 from .engine import shm
 from .engine.ids import TaskIds
-from .engine.records import CANCELLED, FAILURE, PENDING, STARTED, SUCCESS, Record, RecordTable, from_ns
+from .engine.records import (
+    CANCELLED,
+    FAILURE,
+    PENDING,
+    STARTED,
+    SUCCESS,
+    Finished,
+    Record,
+    RecordTable,
+    finished_status,
+    from_ns,
+    to_result,
+)
 from .engine.supervisor import Supervisor
 from .engine.zygote import WorkerSpec
 from .tasks.models import TaskPriority, TaskResult, TaskStatus
@@ -48,7 +60,6 @@ from .tasks.serialization import Codec
 log = logging.getLogger("fastworker.client")
 
 _NORMAL = TaskPriority.NORMAL
-_FINAL = frozenset((SUCCESS, FAILURE, CANCELLED))
 _STATUS_OF = {_native.RESULT_SUCCESS: SUCCESS, _native.RESULT_FAILURE: FAILURE}
 _BATCH_KEYS = frozenset(("task_name", "args", "kwargs", "priority"))
 # How long stop() lets running tasks finish before their workers are killed.
@@ -193,10 +204,10 @@ class Client:
                     fut.set_exception(ClientClosedError("the client stopped"))
 
     def _fail_unfinished(self) -> None:
-        for record in self._records.pending():
-            del self._records.in_flight[record.handle]
-            record.error = "ClientClosedError: the client stopped before the task finished"
-            self._records.finish(record, CANCELLED)
+        for record in list(self._records.pending.values()):
+            self._records.finish(
+                record, CANCELLED, error="ClientClosedError: the client stopped before the task finished"
+            )
 
     # ------------------------------------------------------------ submitting
 
@@ -370,38 +381,40 @@ class Client:
                     fut.set_result(None)
         return collected
 
-    def _record(self, task_id: str) -> Record:
-        record = self._records.get(task_id)
-        if record is None:
+    def _entry(self, task_id: str) -> Record | Finished:
+        entry = self._records.get(task_id)
+        if entry is None:
             raise TaskNotFoundError(
                 f"unknown task id {task_id!r}: not submitted by this client, or its result expired "
                 f"(results are kept for {self.config.result_cache_ttl:g} s, at most {self.config.result_cache_size})"
             )
-        return record
+        return entry
 
-    def _snapshot(self, record: Record) -> TaskResult:
-        if record.status.is_final:
-            return record.to_result(self._codec)
+    def _snapshot(self, entry: Record | Finished) -> TaskResult:
+        if entry.__class__ is tuple:
+            return to_result(entry, self._codec)  # type: ignore[arg-type]
+        record: Record = entry  # type: ignore[assignment]
         status, t_start = PENDING, 0
         if self._segment is not None:
             state, t_start = self._segment.handle_state(record.handle)
             if state == _native.SLOT_RUNNING:
                 status = STARTED
-        started = TaskResult(task_id=record.task_id, status=status, task_name=record.task_name)
+        snapshot = TaskResult(task_id=record.task_id, status=status, task_name=record.task_name)
         if status is STARTED:
-            started.started_at = from_ns(t_start)
-        return started
+            snapshot.started_at = from_ns(t_start)
+        return snapshot
 
     async def wait(self, task_id: str, timeout: float | None = None) -> TaskResult:
         """Wait for a task's final status and return its result."""
-        record = self._record(task_id)
-        if record.status not in _FINAL:
+        entry = self._entry(task_id)
+        if entry.__class__ is Record:
+            record: Record = entry  # type: ignore[assignment]
             fut = asyncio.get_running_loop().create_future()
             if record.waiters is None:
                 record.waiters = []
             record.waiters.append(fut)
             try:
-                await asyncio.wait_for(fut, timeout)
+                entry = await asyncio.wait_for(fut, timeout)
             except asyncio.TimeoutError:
                 raise TaskTimeoutError(
                     f"task {task_id} ({record.task_name!r}) did not finish within {timeout:g} s; "
@@ -410,30 +423,31 @@ class Client:
             finally:
                 if record.waiters and fut in record.waiters:
                     record.waiters.remove(fut)
-        return record.to_result(self._codec)
+        return to_result(entry, self._codec)  # type: ignore[arg-type]
 
     async def get_task_result(self, task_id: str) -> TaskResult | None:
         """The task's result or current status; None if unknown or expired."""
         return self.get_result(task_id)
 
     def get_result(self, task_id: str) -> TaskResult | None:
-        record = self._records.get(task_id)
-        return None if record is None else self._snapshot(record)
+        entry = self._records.get(task_id)
+        return None if entry is None else self._snapshot(entry)
 
     def get_status(self, task_id: str) -> TaskStatus | None:
-        record = self._records.get(task_id)
-        return None if record is None else self._snapshot(record).status
+        entry = self._records.get(task_id)
+        if entry is None:
+            return None
+        return finished_status(entry) if entry.__class__ is tuple else self._snapshot(entry).status  # type: ignore[arg-type]
 
     async def cancel_task(self, task_id: str) -> bool:
         """Cancel a task still waiting in the queue: True if it will never run."""
-        record = self._records.get(task_id)
-        if record is None or record.status.is_final or self._segment is None:
+        entry = self._records.get(task_id)
+        if entry.__class__ is not Record or self._segment is None:
             return False
+        record: Record = entry  # type: ignore[assignment]
         if not self._segment.cancel(self._client_id, record.handle):
             return False
-        del self._records.in_flight[record.handle]
-        record.error = "cancelled before it started"
-        self._records.finish(record, CANCELLED)
+        self._records.finish(record, CANCELLED, error="cancelled before it started")
         return True
 
     # ------------------------------------------------------------ inspection

@@ -19,4 +19,4 @@ class TaskIds:
         self._prefix = head + f"{0x8000 | (r & 0x3FFF):04x}-"
 
     def make(self, counter: int) -> str:
-        return f"{self._prefix}{counter & 0xFFFFFFFFFFFF:012x}"
+        return "%s%012x" % (self._prefix, counter & 0xFFFFFFFFFFFF)  # %-formatting: the fastest here

@@ -1,9 +1,15 @@
 """A client's record of its tasks: in flight, then finished and kept for a while.
 
-Finished records are kept for ``get_task_result`` in insertion order, least
-recently used first: at most ``size`` of them, none older than ``ttl``
-seconds.  Results are decoded only when somebody asks for them; a
-fire-and-forget task's payload is never decoded.
+A task in flight is a ``Record`` (mutable: it gathers waiters).  When it
+finishes it becomes a ``Finished`` tuple of strings, ints and bytes, and the
+Record is dropped.  That is for the garbage collector: a kept result that is
+a tuple of untracked objects is itself untracked after one collection, while
+an object per result would be re-scanned by every full collection; with
+100k results kept that cost more than the rest of the bookkeeping together.
+
+Finished results are kept for ``get_task_result``, least recently used
+first: at most ``size`` of them, none older than ``ttl`` seconds.  They are
+decoded only when somebody asks; a fire-and-forget task's payload never is.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
+
 from ..tasks.models import TaskResult, TaskStatus
 from ..tasks.serialization import Codec, decode_failure
 
@@ -22,8 +30,7 @@ PENDING, STARTED, SUCCESS, FAILURE, CANCELLED = (
     TaskStatus.FAILURE,
     TaskStatus.CANCELLED,
 )
-_FINAL = frozenset((SUCCESS, FAILURE, CANCELLED))
-
+_STATUS = {s.value: s for s in TaskStatus}
 
 _fromtimestamp = datetime.fromtimestamp
 _UTC = timezone.utc
@@ -34,64 +41,55 @@ def from_ns(ns: int) -> datetime | None:
 
 
 class Record:
-    """One task as this client knows it."""
+    """A task in flight, as this client knows it."""
 
-    __slots__ = (
-        "task_id",
-        "task_name",
-        "handle",
-        "status",
-        "payload",
-        "t_start",
-        "t_end",
-        "finished_at",
-        "waiters",
-        "error",
-        "_result",
-    )
+    __slots__ = ("task_id", "task_name", "handle", "waiters")
 
     def __init__(self, task_id: str, task_name: str, handle: int) -> None:
         self.task_id = task_id
         self.task_name = task_name
         self.handle = handle
-        self.status = PENDING
-        self.payload: bytes | None = None
-        self.t_start = 0
-        self.t_end = 0
-        self.finished_at = 0.0
-        self.waiters: list | None = None  # futures of wait()
-        self.error: str | None = None  # set directly for outcomes decided in this process
-        self._result: TaskResult | None = None
+        self.waiters: list[Any] | None = None  # futures of wait()
 
-    def to_result(self, codec: Codec) -> TaskResult:
-        if self._result is not None:
-            return self._result
-        value = error = tb = None
-        status = self.status
-        if status is SUCCESS and self.payload is not None:
-            try:
-                value = codec.decode_result(self.payload)
-            except Exception as exc:  # noqa: BLE001 - a result that cannot be read is a failure to report
-                status, error = FAILURE, f"{type(exc).__name__}: {exc}"
-        elif status is FAILURE and self.payload is not None:
-            error, tb = decode_failure(self.payload)
-        else:
-            error = self.error
-        # Positional: this runs once per task, and keywords cost more.
-        result = TaskResult(
-            self.task_id,
-            status,
-            value,
-            error,
-            _fromtimestamp(self.t_start / 1e9, _UTC) if self.t_start else None,
-            _fromtimestamp(self.t_end / 1e9, _UTC) if self.t_end else None,
-            tb or None,
-            self.task_name,
-        )
-        if status in _FINAL:
-            self._result = result  # final: decode once
-            self.payload = None
-        return result
+
+# A finished task is a plain tuple, not a NamedTuple: the collector untracks
+# only exact tuples.  Its fields, by index:
+TASK_ID, TASK_NAME, STATUS, PAYLOAD, T_START, T_END, ERROR, FINISHED_AT = range(8)
+# task_id: str; task_name: str; status: a TaskStatus value (str); payload: the
+# result or failure as the worker encoded it (bytes or None); t_start, t_end:
+# ns since the epoch (0 if never started); error: str or None, for outcomes
+# decided in this process (cancelled, client stopped); finished_at: the
+# table's clock.
+Finished = tuple
+
+
+def finished_status(entry: Finished) -> TaskStatus:
+    return _STATUS[entry[STATUS]]
+
+
+def to_result(entry: Finished, codec: Codec) -> TaskResult:
+    """The TaskResult of a finished task (decoded now: results are read once, mostly)."""
+    task_id, task_name, status_value, payload, t_start, t_end, error, _ = entry
+    status = _STATUS[status_value]
+    value = tb = None
+    if status is SUCCESS:
+        try:
+            value = codec.decode_result(payload)
+        except Exception as exc:  # noqa: BLE001 - a result that cannot be read is a failure to report
+            status, error = FAILURE, f"{type(exc).__name__}: {exc}"
+    elif status is FAILURE and payload is not None:
+        error, tb = decode_failure(payload)
+    # Positional: this runs once per task, and keywords cost more.
+    return TaskResult(
+        task_id,
+        status,
+        value,
+        error,
+        _fromtimestamp(t_start / 1e9, _UTC) if t_start else None,
+        _fromtimestamp(t_end / 1e9, _UTC) if t_end else None,
+        tb or None,
+        task_name,
+    )
 
 
 class RecordTable:
@@ -99,43 +97,44 @@ class RecordTable:
         self.size = size
         self.ttl = ttl
         self.clock = clock
-        self.by_id: dict[str, Record] = {}
-        self.in_flight: dict[int, Record] = {}  # by ring handle
+        self.pending: dict[str, Record] = {}  # by task id
+        self.in_flight: dict[int, Record] = {}  # the same records, by ring handle
         # Oldest (least recently used) first.  An OrderedDict, not a dict:
         # removing from the front of a plain dict leaves holes that every
         # later next(iter(...)) steps over, until the dict happens to resize.
-        self.finished: OrderedDict[str, Record] = OrderedDict()
+        self.finished: OrderedDict[str, Finished] = OrderedDict()
         self._next_expiry = 0.0  # when _expire() next has work to do
 
     def add(self, record: Record) -> None:
-        self.by_id[record.task_id] = record
+        self.pending[record.task_id] = record
         self.in_flight[record.handle] = record
 
-    def get(self, task_id: str) -> Record | None:
-        record = self.by_id.get(task_id)
-        if record is not None and record.status in _FINAL:
-            if self.clock() - record.finished_at > self.ttl:
+    def get(self, task_id: str) -> Record | Finished | None:
+        """The task in flight (a Record), finished (a Finished), or None if unknown or expired."""
+        record = self.pending.get(task_id)
+        if record is not None:
+            return record
+        entry = self.finished.get(task_id)
+        if entry is not None:
+            if self.clock() - entry[FINISHED_AT] > self.ttl:
                 del self.finished[task_id]
-                del self.by_id[task_id]
                 return None
             self.finished.move_to_end(task_id)  # least recently used goes first
-        return record
+        return entry
 
-    def finish(self, record: Record, status: TaskStatus) -> None:
-        """Mark final, wake waiters, and keep the finished records within bounds."""
-        record.status = status
-        record.finished_at = now = self.clock()
-        self.finished[record.task_id] = record
-        waiters = record.waiters
-        if waiters:
-            record.waiters = None
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(record)
-        if len(self.finished) > self.size:
-            self._evict_over_size()
-        if now >= self._next_expiry:
-            self._expire()
+    def finish(
+        self, record: Record, status: TaskStatus, payload: bytes | None = None, t_start: int = 0, t_end: int = 0,
+        error: str | None = None,
+    ) -> Finished:
+        """Turn a record in flight into a finished entry and wake its waiters."""
+        del self.in_flight[record.handle]
+        del self.pending[record.task_id]
+        now = self.clock()
+        entry = (record.task_id, record.task_name, status.value, payload, t_start, t_end, error, now)
+        self._keep(entry, now)
+        if record.waiters:
+            _wake(record.waiters, entry)
+        return entry
 
     def finish_drained(self, items: list[tuple], status_of: dict[int, TaskStatus]) -> None:
         """``finish`` for every result a drain returned, in one pass.
@@ -144,46 +143,46 @@ class RecordTable:
         one bounds check per batch, not per result.
         """
         now = self.clock()
-        pop, finished = self.in_flight.pop, self.finished
+        pop, pending, finished = self.in_flight.pop, self.pending, self.finished
+        values = {code: status.value for code, status in status_of.items()}
         for handle, status, _flags, _tag, payload, t_start, t_end in items:
             record = pop(handle, None)
             if record is None:
                 continue  # cancelled meanwhile
-            record.payload = payload
-            record.t_start = t_start
-            record.t_end = t_end
-            record.status = status_of[status]
-            record.finished_at = now
-            finished[record.task_id] = record
-            waiters = record.waiters
-            if waiters:
-                record.waiters = None
-                for fut in waiters:
-                    if not fut.done():
-                        fut.set_result(record)
-        if len(finished) > self.size:
-            self._evict_over_size()
+            task_id = record.task_id
+            del pending[task_id]
+            entry = (task_id, record.task_name, values[status], payload, t_start, t_end, None, now)
+            finished[task_id] = entry
+            if record.waiters:
+                _wake(record.waiters, entry)
+        self._bound(now)
+
+    def _keep(self, entry: Finished, now: float) -> None:
+        self.finished[entry[TASK_ID]] = entry
+        self._bound(now)
+
+    def _bound(self, now: float) -> None:
+        finished = self.finished
+        while len(finished) > self.size:
+            finished.popitem(last=False)
         if now >= self._next_expiry:
-            self._expire()
+            self._expire(now)
 
-    def _evict_over_size(self) -> None:
-        while len(self.finished) > self.size:
-            task_id, _ = self.finished.popitem(last=False)
-            del self.by_id[task_id]
-
-    def _expire(self) -> None:
-        now = self.clock()
+    def _expire(self, now: float) -> None:
         limit = now - self.ttl
-        while self.finished:
-            task_id, record = next(iter(self.finished.items()))
-            if record.finished_at >= limit:
+        finished = self.finished
+        while finished:
+            entry = next(iter(finished.values()))
+            if entry[FINISHED_AT] >= limit:
                 break
-            self.finished.popitem(last=False)
-            del self.by_id[task_id]
-        # Nothing can expire before the oldest kept record does; look again then
-        # (at least every 1/64 of the TTL, as reads reorder the records).
-        oldest = next(iter(self.finished.values())).finished_at if self.finished else now
+            finished.popitem(last=False)
+        # Nothing can expire before the oldest kept entry does; look again then
+        # (at least every 1/64 of the TTL, as reads reorder the entries).
+        oldest = next(iter(finished.values()))[FINISHED_AT] if finished else now
         self._next_expiry = min(oldest + self.ttl, now + self.ttl / 64)
 
-    def pending(self) -> list[Record]:
-        return list(self.in_flight.values())
+
+def _wake(waiters: list[Any], entry: Finished) -> None:
+    for fut in waiters:
+        if not fut.done():
+            fut.set_result(entry)

@@ -1,10 +1,13 @@
 """The client's record table: size bound (least recently used first), TTL with an
-injected clock, waiters woken on finish."""
+injected clock, waiters woken on finish, finished results kept as untracked tuples."""
 
 from __future__ import annotations
 
-from fastworker.engine.records import Record, RecordTable
+import gc
+
+from fastworker.engine.records import STATUS, Record, RecordTable, to_result
 from fastworker.tasks.models import TaskStatus
+from fastworker.tasks.serialization import JSON_CODEC
 
 
 class Clock:
@@ -15,12 +18,19 @@ class Clock:
         return self.now
 
 
-def finished(table: RecordTable, task_id: str, handle: int) -> Record:
+def finished(table: RecordTable, task_id: str, handle: int, payload: bytes = b"3"):
     record = Record(task_id, "add", handle)
     table.add(record)
-    del table.in_flight[handle]
-    table.finish(record, TaskStatus.SUCCESS)
-    return record
+    return table.finish(record, TaskStatus.SUCCESS, payload, 1_700_000_000_000_000_000, 1_700_000_000_000_001_000)
+
+
+def test_a_finished_task_reads_back_as_a_task_result():
+    table = RecordTable(size=10, ttl=3600, clock=Clock())
+    entry = finished(table, "t0", 0)
+    result = to_result(table.get("t0"), JSON_CODEC)
+    assert (result.task_id, result.status, result.result, result.task_name) == ("t0", TaskStatus.SUCCESS, 3, "add")
+    assert result.started_at.tzinfo is not None and result.started_at < result.completed_at
+    assert entry[STATUS] == "success"
 
 
 def test_the_least_recently_used_finished_record_goes_first():
@@ -65,13 +75,29 @@ def test_in_flight_records_are_never_evicted_and_waiters_are_woken():
 
     waiter = Waiter()
     pending.waiters = [waiter]
-    del table.in_flight[99]
-    table.finish(pending, TaskStatus.FAILURE)
-    assert waiter.value is pending and pending.waiters is None
+    entry = table.finish(pending, TaskStatus.FAILURE, error="x")
+    assert waiter.value is entry and table.get("pending") == entry
+
+
+def test_drained_results_finish_their_records_in_one_pass():
+    table = RecordTable(size=10, ttl=3600, clock=Clock())
+    for i in range(3):
+        table.add(Record(f"t{i}", "add", 100 + i))
+    items = [(100 + i, 1, 0, i, b"%d" % i, 1, 2) for i in range(3)] + [(999, 1, 0, 9, b"0", 1, 2)]
+    table.finish_drained(items, {1: TaskStatus.SUCCESS})
+    assert not table.in_flight and not table.pending
+    assert [to_result(table.get(f"t{i}"), JSON_CODEC).result for i in range(3)] == [0, 1, 2]
+
+
+def test_kept_results_are_not_tracked_by_the_garbage_collector():
+    table = RecordTable(size=100, ttl=3600, clock=Clock())
+    entry = finished(table, "t0", 0)
+    gc.collect()
+    assert not gc.is_tracked(entry)
 
 
 def test_many_rounds_through_a_full_table_stay_bounded():
     table = RecordTable(size=1000, ttl=3600, clock=Clock())
     for i in range(20_000):
         finished(table, f"t{i}", i)
-    assert len(table.finished) == len(table.by_id) == 1000
+    assert len(table.finished) == 1000 and not table.pending
