@@ -21,7 +21,6 @@ import asyncio
 import atexit
 import logging
 import os
-import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -65,13 +64,16 @@ _BATCH_KEYS = frozenset(("task_name", "args", "kwargs", "priority"))
 # How long stop() lets running tasks finish before their workers are killed.
 _STOP_GRACE = 5.0
 
-_live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+# Started clients, held strongly: a started Client owns processes and a
+# shared segment, so it must not vanish with its last reference unstopped.
+_live_clients: set[Client] = set()
 
 
 @atexit.register
 def _stop_forgotten_clients() -> None:
     """A script that never stopped its Client still leaves nothing behind."""
     for client in list(_live_clients):
+        log.warning("a fastworker Client was never stopped; stopping it at exit (use `async with Client(...)`)")
         client._teardown(grace=0.0)
 
 
@@ -186,7 +188,7 @@ class Client:
             return
         try:
             if self._loop is not None and self._eventfd >= 0 and not self._loop.is_closed():
-                self._loop.remove_reader(self._eventfd)
+                self._loop.remove_reader(self._eventfd)  # at exit the loop may be closed already
             if supervisor is not None:
                 supervisor.stop(grace)
             self._collect()  # results finished during the grace period

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 
@@ -80,8 +81,8 @@ class Supervisor:
         z = self.zygote
         if z is None:
             return
-        self.loop.remove_reader(z.sock)
-        self.loop.remove_reader(z.pidfd)
+        self._remove_reader(z.sock)
+        self._remove_reader(z.pidfd)
         z.quit(grace)
         z.wait_exit(grace + 1.0)
         for msg in z.receive():
@@ -124,8 +125,12 @@ class Supervisor:
     def _forget_pidfd(self, index: int) -> None:
         pidfd = self._pidfds.pop(index, None)
         if pidfd is not None:
-            self.loop.remove_reader(pidfd)
+            self._remove_reader(pidfd)
             os.close(pidfd)
+
+    def _remove_reader(self, fd: int | socket.socket) -> None:
+        if not self.loop.is_closed():  # stopping at exit, after asyncio.run closed the loop
+            self.loop.remove_reader(fd)
 
     def _finalize(self, index: int, incarnation: int, pid: int, how: str, respawn: bool = True) -> None:
         key = (index, incarnation)

@@ -228,8 +228,12 @@ class Zygote:
             for key, _ in events:
                 if key.data is None:
                     data = self.sock.recv(_MSG.size)
-                    if not data:  # the parent closed its end: stop everything
+                    if not data:
+                        # The owner closed its end without QUIT: it died, or
+                        # dropped its Client unstopped.  Nobody else will
+                        # remove the segment.
                         self._stop_children(grace=0.0)
+                        shm.unlink(self.spec.segment.name)
                         return 0
                     msg = unpack(data)
                     if msg.kind == SPAWN:

@@ -318,3 +318,35 @@ def test_segment_is_private_to_its_user(client_factory):
             return os.stat(shm.SHM_DIR + client._segment.name).st_mode & 0o777
 
     assert run(main()) == 0o600
+
+
+def test_a_client_never_stopped_is_stopped_at_exit(tmp_path):
+    """The script drops its started Client: the process still leaves no segment and
+    no child behind, and says what it did."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import asyncio
+            from fastworker import Client, task
+
+            @task
+            def add(x, y):
+                return x + y
+
+            async def main():
+                client = Client(workers=2, arena_size="4MiB")
+                await client.start()
+                print(client._segment.name, flush=True)
+                print((await client.submit_task("add", (1, 2))).result, flush=True)
+
+            asyncio.run(main())
+            """
+        )
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    name, result = out.stdout.split()
+    assert result == "3"
+    assert "never stopped" in out.stderr
+    assert not os.path.exists(shm.SHM_DIR + name)
