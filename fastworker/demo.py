@@ -53,7 +53,7 @@ async def run_demo(workers: int | None = None, limit: int = 2_000_000, chunks: i
     serial = sum(count_primes(lo, hi) for lo, hi in bounds)
     serial_time = time.perf_counter() - serial_start
     assert serial == total, (serial, total)
-    print(f"  the same in this process: {serial_time:.3f} s -> {serial_time / (done - ready):.2f}x faster on the workers")
+    print(f"  the same in this process: {serial_time:.3f} s -> speed-up {serial_time / (done - ready):.2f}x on {nworkers} workers")
     return total
 
 
