@@ -14,7 +14,7 @@ from _typeshed import ReadableBuffer
 # ------------------------------------------------------------------ constants
 
 INLINE_CAPACITY: Final = 176  # FW_INLINE_CAP: payload bytes held in the slot itself
-LAYOUT_VERSION: Final = 1  # FW_LAYOUT_VERSION
+LAYOUT_VERSION: Final = 2  # FW_LAYOUT_VERSION
 MAX_WORKERS: Final = 256  # FW_MAX_WORKERS
 MAX_CLIENTS: Final = 1024  # FW_MAX_CLIENTS
 RESULT_SUCCESS: Final = 1  # enum fw_result_status

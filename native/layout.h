@@ -35,7 +35,7 @@
 #include <stdint.h>
 
 #define FW_MAGIC 0x3130474e49525746ULL /* "FWRING01" read as little-endian u64 */
-#define FW_LAYOUT_VERSION 1u
+#define FW_LAYOUT_VERSION 2u
 
 #define FW_CACHE_LINE 64u
 #define FW_PAGE 4096u
@@ -248,7 +248,9 @@ typedef struct {
     uint32_t len;         /* payload length */
     uint32_t block;       /* arena unit of the payload, FW_NONE when inline */
     uint8_t block_order;
-    uint8_t _pad0[7];
+    uint8_t _pad0[3];
+    uint32_t client_gen;  /* the client entry's generation when submitted: a later user of
+                             the entry never sees this task */
     uint64_t t_start;     /* CLOCK_REALTIME ns */
     uint64_t t_end;
     uint64_t tag;         /* the submitter's own number for the task */

@@ -112,6 +112,13 @@ void fw_space_freed(fw_seg *s)
         fw_futex_wake(&s->h->space_seq, 1 << 30);
 }
 
+/* Is the client that submitted this slot still the one in its table entry? */
+static int client_current(fw_seg *s, const fw_slot *sl)
+{
+    const fw_client *c = &s->clients[sl->client];
+    return c->in_use && c->gen == sl->client_gen;
+}
+
 /* ---------------------------------------------------------- the lock */
 
 static uint32_t self_pid;
@@ -159,6 +166,15 @@ static void rebuild(fw_seg *s)
     for (uint32_t i = n; i-- > 0;) {
         fw_slot *sl = &s->slots[i];
         if (sl->state == FW_SLOT_FREE) {
+            sl->next = h->free_head;
+            sl->prev = FW_NONE;
+            h->free_head = i;
+            h->free_count++;
+        } else if (sl->state != FW_SLOT_RUNNING && sl->client < h->max_clients && !client_current(s, sl)) {
+            /* its client closed: nobody will read or release it */
+            sl->gen++;
+            sl->block = FW_NONE; /* the arena is rebuilt below from referenced blocks */
+            sl->state = FW_SLOT_FREE;
             sl->next = h->free_head;
             sl->prev = FW_NONE;
             h->free_head = i;
@@ -323,6 +339,7 @@ int fw_submit(fw_seg *s, uint32_t client, const fw_submission *subs, uint32_t n,
         h->free_count--;
         CRASH_POINT(FW_OP_SUBMIT);
         sl->client = (uint16_t)client;
+        sl->client_gen = s->clients[client].gen;
         sl->lane = (uint8_t)sub->lane;
         sl->status = FW_RESULT_NONE;
         sl->fn_id = sub->fn_id;
@@ -562,20 +579,31 @@ static int owns(fw_slot *sl, uint32_t gen, uint32_t widx, uint32_t incarnation)
            sl->incarnation == (uint16_t)incarnation;
 }
 
-/* Publish a finished slot to its client.  Lock held. */
-static void finish(fw_seg *s, uint32_t idx, uint32_t status, uint32_t flags, uint32_t len)
+/* Publish a finished slot to its client.  Lock held.  Returns 0 if the
+ * client has closed meanwhile: the slot is freed, nobody is told. */
+static int finish(fw_seg *s, uint32_t idx, uint32_t status, uint32_t flags, uint32_t len)
 {
     fw_slot *sl = &s->slots[idx];
+    int delivered = client_current(s, sl);
     sl->status = (uint8_t)status;
     sl->flags = flags;
     sl->len = len;
     sl->t_end = fw_realtime_ns();
     sl->seq = s->h->next_seq++;
     CRASH_POINT(FW_OP_COMPLETE);
-    STORE_REL(&sl->state, FW_SLOT_DONE);
-    done_push(s, sl->client, idx);
+    if (delivered) {
+        STORE_REL(&sl->state, FW_SLOT_DONE);
+        done_push(s, sl->client, idx);
+        s->clients[sl->client].completed++;
+    } else {
+        uint32_t unit = sl->block;
+        free_push(s, idx);
+        if (unit != FW_NONE) {
+            sl->block = FW_NONE;
+            fw_arena_free(s, unit);
+        }
+    }
     s->h->completed++;
-    s->clients[sl->client].completed++;
     if (sl->worker < s->h->max_workers) {
         fw_worker *w = &s->workers[sl->worker];
         if (w->current_slot == idx) {
@@ -584,6 +612,7 @@ static void finish(fw_seg *s, uint32_t idx, uint32_t status, uint32_t flags, uin
         }
         w->tasks_done++;
     }
+    return delivered;
 }
 
 static int notify_armed(fw_seg *s, uint32_t client)
@@ -654,7 +683,7 @@ int fw_complete(fw_seg *s, uint64_t handle, uint32_t widx, uint32_t incarnation,
         memcpy(sl->inline_data, data, len);
     }
     uint32_t client = sl->client;
-    finish(s, idx, status, flags, len);
+    int delivered = finish(s, idx, status, flags, len);
     /* Take the next task under the same lock: one acquisition per task. */
     uint32_t left = 0;
     int took = next ? take_locked(s, widx, incarnation, next, &left) : 0;
@@ -662,7 +691,7 @@ int fw_complete(fw_seg *s, uint64_t handle, uint32_t widx, uint32_t incarnation,
     if (freed)
         fw_space_freed(s);
     *client_out = client;
-    *notify_out = notify_armed(s, client);
+    *notify_out = delivered ? notify_armed(s, client) : 0;
     if (took_out)
         *took_out = took;
     if (took && left > 0)
@@ -739,7 +768,7 @@ int fw_cancel(fw_seg *s, uint32_t client, uint64_t handle)
     if (fw_lock(s, FW_OP_CANCEL, idx) != FW_OK)
         return FW_E_LOCK;
     fw_slot *sl = &s->slots[idx];
-    if (sl->gen != gen || sl->state != FW_SLOT_QUEUED || sl->client != client) {
+    if (sl->gen != gen || sl->state != FW_SLOT_QUEUED || sl->client != client || !client_current(s, sl)) {
         fw_unlock(s);
         return 0;
     }
@@ -779,8 +808,9 @@ uint32_t fw_reclaim_worker(fw_seg *s, uint32_t widx, uint32_t incarnation, const
             continue;
         drop_block(s, sl);
         memcpy(sl->inline_data, err, errlen);
-        finish(s, i, FW_RESULT_FAILURE, 0, errlen);
         s->h->reclaimed++;
+        if (!finish(s, i, FW_RESULT_FAILURE, 0, errlen))
+            continue; /* its client is gone: nobody to tell */
         if (n < max) {
             handles_out[n] = fw_handle(i, sl->gen);
             clients_out[n] = sl->client;
@@ -901,10 +931,33 @@ int fw_client_close(fw_seg *s, uint32_t client)
     int rc = fw_lock(s, FW_OP_CLIENT, FW_NONE);
     if (rc != FW_OK)
         return rc;
-    s->clients[client].in_use = 0;
-    s->clients[client].pid = 0;
-    STORE(&s->clients[client].armed, 0);
+    fw_client *c = &s->clients[client];
+    /* Free every slot of this client but the running ones: those are freed
+     * when their worker completes them (finish() sees the client gone). */
+    int freed = 0;
+    for (uint32_t i = 0; i < s->h->nslots; i++) {
+        fw_slot *sl = &s->slots[i];
+        uint32_t st = sl->state;
+        if (st == FW_SLOT_FREE || st == FW_SLOT_RUNNING || sl->client != client || !client_current(s, sl))
+            continue;
+        if (st == FW_SLOT_QUEUED)
+            lane_unlink(s, sl->lane, i);
+        uint32_t unit = sl->block;
+        free_push(s, i);
+        if (unit != FW_NONE) {
+            sl->block = FW_NONE;
+            fw_arena_free(s, unit);
+        }
+        freed++;
+    }
+    c->done_head = c->done_tail = FW_NONE;
+    STORE(&c->done_count, 0);
+    c->in_use = 0;
+    c->pid = 0;
+    STORE(&c->armed, 0);
     fw_unlock(s);
+    if (freed)
+        fw_space_freed(s);
     return FW_OK;
 }
 

@@ -405,12 +405,6 @@ def test_client_table_fills_up() -> None:
         assert seg.client_open(4) == (0, 2)  # the entry's generation moved on
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="slots record the client index but not its generation, and client_close() leaves the "
-    "client's tasks in place: a new client reusing the entry drains the old one's results "
-    "(shared-memory-engine.md §3, test 7)",
-)
 def test_a_reused_client_entry_never_sees_the_old_clients_results() -> None:
     with owned_segment() as seg:
         c, gen = seg.client_open(1)
