@@ -119,3 +119,12 @@ def take_anything(value):
 @task
 def return_exploding(how):
     return ExplodesOnDump(how)
+
+
+@task
+def busy_for(microseconds):
+    """Burn the CPU for a while (a sleep would let the scheduler in differently)."""
+    deadline = time.perf_counter() + microseconds / 1e6
+    while time.perf_counter() < deadline:
+        pass
+    return microseconds
