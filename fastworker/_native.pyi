@@ -209,6 +209,8 @@ class Segment:
     def client_open(self, pid: int, /) -> tuple[int, int]:
         """A free client entry: (index, generation).  Full when the table is full."""
 
+    def client_gen(self, client: int, /) -> int:
+        """The entry's current generation; 0 while it is not in use."""
     def client_close(self, client: int, /) -> None: ...
     def set_worker(self, worker: int, pid: int, incarnation: int, state: int, /) -> None: ...
     def reclaim_worker(self, worker: int, incarnation: int, error: ReadableBuffer, /) -> list[tuple[int, int]]:

@@ -21,8 +21,11 @@ import asyncio
 import atexit
 import logging
 import os
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+import orjson
 
 from . import _native
 from .config import Config
@@ -35,7 +38,7 @@ from .errors import (
     TaskTimeoutError,
     UnknownTaskError,
 )
-from .engine import shm
+from .engine import runtime, shm
 from .engine.ids import TaskIds
 from .engine.records import (
     CANCELLED,
@@ -124,6 +127,7 @@ class Client:
         self._eventfd = -1
         self._loop: asyncio.AbstractEventLoop | None = None
         self._room_waiters: list[asyncio.Future] = []
+        self._control: socket.socket | None = None  # attached: the connection to the control plane
         self._closed = False
 
     # ------------------------------------------------------------------ life
@@ -142,10 +146,8 @@ class Client:
         if self._closed:
             raise ClientClosedError("this Client was stopped; create a new one")
         if not self._embedded:
-            raise ControlPlaneUnavailable(
-                "attaching to a running `fastworker control-plane` is not available in this version; "
-                "run an embedded engine instead: Client(workers=N, task_modules=[...])"
-            )
+            await self._attach()
+            return
         loop = asyncio.get_running_loop()
         load_task_modules(self.config.task_modules)
         names = registry.snapshot()
@@ -163,7 +165,9 @@ class Client:
             self._client_id, _gen = segment.client_open(os.getpid())
             self._eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             spec = WorkerSpec(segment, tasks, self._codec, {self._client_id: self._eventfd})
-            self._supervisor = Supervisor(segment, self.config.workers, spec, self._on_lost, loop)
+            self._supervisor = Supervisor(
+                segment, self.config.workers, spec, self._on_lost, loop, on_arena=self._on_arena
+            )
             self._segment = segment
             self._loop = loop
             _live_clients.add(self)
@@ -174,42 +178,114 @@ class Client:
             self._teardown(grace=0.0)
             raise
 
+    async def _attach(self) -> None:
+        """Attach to the running control plane of this user named ``config.name``."""
+        loop = asyncio.get_running_loop()
+        place = runtime.place(self.config.name)
+        control = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        control.setblocking(False)
+        eventfd = -1
+        try:
+            try:
+                await loop.sock_connect(control, place.socket)
+            except (FileNotFoundError, ConnectionRefusedError):
+                raise ControlPlaneUnavailable(
+                    f"no control plane named {self.config.name!r} is running for this user (no one listens on "
+                    f"{place.socket}); start one with `fastworker control-plane --workers N --task-modules "
+                    "your.tasks`, or run an embedded engine: Client(workers=N, task_modules=[...])"
+                ) from None
+            eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            hello = {"hello": 1, "pid": os.getpid(), "format": self.config.serialization_format.value}
+            socket.send_fds(control, [orjson.dumps(hello)], [eventfd])
+            reply = await asyncio.wait_for(loop.sock_recv(control, 1 << 20), 10.0)
+            welcome = orjson.loads(reply) if reply else {"error": "the control plane closed the connection"}
+            if "error" in welcome:
+                raise ControlPlaneUnavailable(f"control plane {self.config.name!r}: {welcome['error']}")
+            segment = shm.attach(welcome["segment"])
+        except BaseException:
+            control.close()
+            if eventfd >= 0:
+                os.close(eventfd)
+            raise
+        self._fn_ids = {name: i for i, name in enumerate(welcome["tasks"])}
+        self._client_id = int(welcome["client"])
+        self._eventfd = eventfd
+        self._control = control
+        self._segment = segment
+        self._loop = loop
+        _live_clients.add(self)
+        loop.add_reader(eventfd, self._on_wakeup)
+        loop.add_reader(control, self._on_control_plane_message)
+        segment.arm(self._client_id)
+
+    def _on_control_plane_message(self) -> None:
+        try:
+            data = self._control.recv(1 << 16) if self._control is not None else b""
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the control plane stopped or died: nothing pending will ever finish
+            log.error("control plane %r went away; failing this client's pending tasks", self.config.name)
+            self._teardown(grace=0.0, reason=ControlPlaneUnavailable(
+                f"the control plane {self.config.name!r} stopped before the task finished"
+            ))
+
     def stop(self) -> None:
         """Stop the workers (running tasks get a few seconds), remove the segment."""
         self._teardown(grace=_STOP_GRACE)
 
-    def _teardown(self, grace: float) -> None:
+    def _teardown(self, grace: float, reason: Exception | None = None) -> None:
+        """Stop (embedded: the workers too), end what is unfinished, release everything.
+
+        ``reason``: the control plane went away; pending waits raise it.
+        """
         if self._closed:
             return
         self._closed = True
         _live_clients.discard(self)
-        segment, supervisor = self._segment, self._supervisor
+        segment, supervisor, control = self._segment, self._supervisor, self._control
         if segment is None:
             return
+        loop_open = self._loop is not None and not self._loop.is_closed()  # at exit it may be closed
         try:
-            if self._loop is not None and self._eventfd >= 0 and not self._loop.is_closed():
-                self._loop.remove_reader(self._eventfd)  # at exit the loop may be closed already
+            if loop_open and self._eventfd >= 0:
+                self._loop.remove_reader(self._eventfd)  # type: ignore[union-attr]
             if supervisor is not None:
                 supervisor.stop(grace)
-            self._collect()  # results finished during the grace period
+            self._collect()  # results finished meanwhile (the mapping outlives the control plane)
         finally:
-            self._fail_unfinished()
-            name = segment.name
-            segment.close()
-            shm.unlink(name)
+            self._fail_unfinished(reason)
+            if control is not None:  # attached: the control plane reclaims our entry on EOF
+                if loop_open:
+                    self._loop.remove_reader(control)  # type: ignore[union-attr]
+                control.close()
+                self._control = None
+                segment.close()
+            else:
+                name = segment.name
+                segment.close()
+                shm.unlink(name)
             if self._eventfd >= 0:
                 os.close(self._eventfd)
                 self._eventfd = -1
             self._segment = None
             for fut in self._room_waiters:
                 if not fut.done():
-                    fut.set_exception(ClientClosedError("the client stopped"))
+                    fut.set_exception(reason or ClientClosedError("the client stopped"))
 
-    def _fail_unfinished(self) -> None:
+    def _fail_unfinished(self, reason: Exception | None = None) -> None:
         for record in list(self._records.pending.values()):
-            self._records.finish(
-                record, CANCELLED, error="ClientClosedError: the client stopped before the task finished"
-            )
+            waiters, record.waiters = record.waiters, None
+            if reason is None:
+                self._records.finish(
+                    record, CANCELLED, error="ClientClosedError: the client stopped before the task finished"
+                )
+            else:
+                self._records.finish(record, FAILURE, error=f"{type(reason).__name__}: {reason}")
+                for fut in waiters or ():
+                    if not fut.done():
+                        fut.set_exception(reason)
 
     # ------------------------------------------------------------ submitting
 
@@ -361,6 +437,9 @@ class Client:
 
     def _on_lost(self, lost: list[tuple[int, int]]) -> None:
         self._collect()
+
+    def _on_arena(self) -> None:
+        self._collect()  # wakes submitters that waited for arena room
 
     def _collect(self) -> int:
         """Drain every finished task of this client, then re-arm the wake-up."""

@@ -544,6 +544,19 @@ static PyObject *seg_client_open(SegmentObject *self, PyObject *arg)
     return Py_BuildValue("II", c, gen);
 }
 
+/* client_gen(client) -> the entry's current generation (0 if never used) */
+static PyObject *seg_client_gen(SegmentObject *self, PyObject *arg)
+{
+    CHECK_OPEN(self);
+    unsigned long c = PyLong_AsUnsignedLong(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    if (c >= self->seg.h->max_clients)
+        return raise_status(FW_E_ARG, "client_gen");
+    fw_client *cl = &self->seg.clients[c];
+    return PyLong_FromUnsignedLong(__atomic_load_n(&cl->in_use, __ATOMIC_ACQUIRE) ? cl->gen : 0);
+}
+
 static PyObject *seg_client_close(SegmentObject *self, PyObject *arg)
 {
     CHECK_OPEN(self);
@@ -769,6 +782,7 @@ static PyMethodDef seg_methods[] = {
     {"reclaim_worker", (PyCFunction)seg_reclaim_worker, METH_VARARGS, NULL},
     {"client_open", (PyCFunction)seg_client_open, METH_O, NULL},
     {"client_close", (PyCFunction)seg_client_close, METH_O, NULL},
+    {"client_gen", (PyCFunction)seg_client_gen, METH_O, NULL},
     {"client_stats", (PyCFunction)seg_client_stats, METH_O, NULL},
     {"set_worker", (PyCFunction)seg_set_worker, METH_VARARGS, NULL},
     {"worker", (PyCFunction)seg_worker, METH_O, NULL},

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from .. import _native
 from ..errors import WorkerLostError
-from . import zygote
+from . import fdchannel, zygote
 from .worker import inline_failure
 from .zygote import WorkerSpec, ZygoteHandle, describe_exit
 
@@ -42,8 +42,13 @@ class Supervisor:
         spec: WorkerSpec,
         on_lost: Callable[[list[tuple[int, int]]], None],
         loop: asyncio.AbstractEventLoop,
+        on_arena: Callable[[], None] = lambda: None,
+        client_fd: Callable[[int, int], int | None] | None = None,
     ) -> None:
         self.loop = loop
+        self.on_arena = on_arena  # the arena's pages are reserved: wake submitters waiting for room
+        self.client_fd = client_fd  # (client, generation) -> eventfd, for workers of an attachable engine
+        self._channels: dict[int, socket.socket] = {}
         self.segment = segment
         self.size = workers
         self.spec = spec
@@ -105,11 +110,17 @@ class Supervisor:
                 if self.stopping or msg.incarnation != self.incarnations[msg.index]:
                     signal.pidfd_send_signal(msg.pidfd, signal.SIGKILL)  # a spawn nobody waits for
                     os.close(msg.pidfd)
+                    if msg.channel is not None:
+                        os.close(msg.channel)
                     continue
                 self.pids[msg.index] = msg.pid
                 self._pidfds[msg.index] = msg.pidfd
                 self._born[msg.index] = time.monotonic()
                 self.loop.add_reader(msg.pidfd, self._on_pidfd, msg.index, msg.incarnation, msg.pid)
+                if msg.channel is not None:
+                    self._open_channel(msg.index, msg.channel)
+            elif msg.kind == zygote.ARENA:
+                self.on_arena()
             elif msg.kind == zygote.EXITED:
                 self._finalize(msg.index, msg.incarnation, msg.pid, describe_exit(msg.status))
             elif msg.kind == zygote.FAILED:
@@ -127,6 +138,27 @@ class Supervisor:
         if pidfd is not None:
             self._remove_reader(pidfd)
             os.close(pidfd)
+        channel = self._channels.pop(index, None)
+        if channel is not None:
+            self._remove_reader(channel)
+            channel.close()
+
+    def _open_channel(self, index: int, fd: int) -> None:
+        channel = socket.socket(fileno=fd)
+        channel.setblocking(False)
+        old = self._channels.pop(index, None)
+        if old is not None:
+            self._remove_reader(old)
+            old.close()
+        self._channels[index] = channel
+        self.loop.add_reader(channel, self._on_channel, index, channel)
+
+    def _on_channel(self, index: int, channel: socket.socket) -> None:
+        lookup = self.client_fd or (lambda client, generation: None)
+        if not fdchannel.answer(channel, lookup) and self._channels.get(index) is channel:
+            del self._channels[index]  # the worker is gone; its pidfd tells the rest
+            self._remove_reader(channel)
+            channel.close()
 
     def _remove_reader(self, fd: int | socket.socket) -> None:
         if not self.loop.is_closed():  # stopping at exit, after asyncio.run closed the loop

@@ -32,6 +32,12 @@ def inline_failure(error: BaseException) -> bytes:
         message = message[: len(message) - (len(payload) - _native.INLINE_CAPACITY) - 1]
 
 
+class FdLookup(Protocol):
+    """Client index -> eventfd: a dict for the embedded owner, fdchannel.ClientFds when clients attach."""
+
+    def get(self, client: int, default: int = -1, /) -> int: ...
+
+
 class Ring(Protocol):
     def take(self, worker: int, incarnation: int, timeout: float | None = None, /) -> tuple | None: ...
 
@@ -54,7 +60,7 @@ class Worker:
         incarnation: int,
         tasks: Sequence[TaskDefinition],
         codec: Codec,
-        notify_fds: Mapping[int, int],
+        notify_fds: FdLookup | Mapping[int, int],
     ) -> None:
         self.ring = ring
         self.index = index

@@ -17,9 +17,12 @@ Protocol on a SOCK_SEQPACKET socketpair, one fixed-size record per message
 (``_MSG``: kind, worker index, incarnation, pid, wait status):
 
     parent -> zygote   SPAWN (index, incarnation)     QUIT (grace in ms in `pid`)
-    zygote -> parent   SPAWNED (index, incarnation, pid) + the child's pidfd (SCM_RIGHTS)
+    zygote -> parent   SPAWNED (index, incarnation, pid) + the child's pidfd (SCM_RIGHTS),
+                               and for an attachable engine the parent's end of the
+                               worker's fd channel (see fdchannel.py)
                        EXITED (index, incarnation, pid, wait status)
                        FAILED (index, incarnation, errno): fork failed
+                       ARENA: the arena's pages are reserved (or could not be)
 """
 
 from __future__ import annotations
@@ -41,9 +44,10 @@ from .. import _native
 from ..tasks.registry import TaskDefinition
 from ..tasks.serialization import Codec
 from . import shm
-from .worker import Worker
+from .fdchannel import ClientFds
+from .worker import FdLookup, Worker
 
-SPAWN, QUIT, SPAWNED, EXITED, FAILED = b"S", b"Q", b"P", b"X", b"F"
+SPAWN, QUIT, SPAWNED, EXITED, FAILED, ARENA = b"S", b"Q", b"P", b"X", b"F", b"A"
 _MSG = struct.Struct("<cIIii")
 
 
@@ -55,6 +59,7 @@ class Message:
     pid: int
     status: int
     pidfd: int | None = None
+    channel: int | None = None  # the parent's end of an attachable worker's fd channel
 
 
 def pack(kind: bytes, index: int = 0, incarnation: int = 0, pid: int = 0, status: int = 0) -> bytes:
@@ -63,7 +68,9 @@ def pack(kind: bytes, index: int = 0, incarnation: int = 0, pid: int = 0, status
 
 def unpack(data: bytes, fds: Sequence[int] = ()) -> Message:
     kind, index, incarnation, pid, status = _MSG.unpack(data)
-    return Message(kind, index, incarnation, pid, status, fds[0] if fds else None)
+    return Message(
+        kind, index, incarnation, pid, status, fds[0] if fds else None, fds[1] if len(fds) > 1 else None
+    )
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,8 @@ class WorkerSpec:
     segment: _native.Segment
     tasks: tuple[TaskDefinition, ...]
     codec: Codec
-    notify_fds: Mapping[int, int]
+    notify_fds: Mapping[int, int]  # clients known at fork time (the embedded owner)
+    attachable: bool = False  # clients attach later: workers fetch their fds (fdchannel.py)
 
 
 def describe_exit(wait_status: int) -> str:
@@ -109,7 +117,7 @@ class ZygoteHandle:
         out: list[Message] = []
         while True:
             try:
-                data, fds, _flags, _addr = socket.recv_fds(self.sock, _MSG.size, 1)
+                data, fds, _flags, _addr = socket.recv_fds(self.sock, _MSG.size, 2)
             except (BlockingIOError, InterruptedError):
                 return out
             if not data:
@@ -249,17 +257,22 @@ class Zygote:
             self.spec.segment.reserve_arena()
         except OSError as exc:  # clients now get SharedMemoryFullError for big payloads
             print(f"fastworker: could not reserve the shared arena: {exc}", file=sys.stderr)
-        for fd in self.spec.notify_fds.values():
-            try:
-                os.eventfd_write(fd, 1)
-            except OSError:
-                pass
+        # The owner wakes its clients: submitters waiting for arena room retry.
+        try:
+            self.sock.send(pack(ARENA))
+        except OSError:
+            pass
 
     def _spawn(self, index: int, incarnation: int) -> None:
         zygote_pid = os.getpid()
+        # (parent's end, worker's end) of the worker's fd channel
+        channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) if self.spec.attachable else None
         try:
             pid = os.fork()
         except OSError as exc:
+            if channel is not None:
+                channel[0].close()
+                channel[1].close()
             self.sock.send(pack(FAILED, index, incarnation, 0, exc.errno or 0))
             return
         if pid == 0:
@@ -267,12 +280,19 @@ class Zygote:
             try:
                 self.selector.close()
                 self.sock.close()
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                # SIGINT and SIGTERM sent to the whole process group (Ctrl-C,
+                # `timeout`, a service manager) are for the owner, which stops
+                # workers gracefully; a worker only dies by SIGKILL or its owner.
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 _native.set_pdeathsig(signal.SIGKILL)
                 if os.getppid() != zygote_pid:
                     os._exit(0)
                 spec = self.spec
-                Worker(spec.segment, index, incarnation, spec.tasks, spec.codec, spec.notify_fds).run()
+                notify_fds: FdLookup | Mapping[int, int] = spec.notify_fds
+                if channel is not None:
+                    channel[0].close()
+                    notify_fds = ClientFds(spec.segment, channel[1])
+                Worker(spec.segment, index, incarnation, spec.tasks, spec.codec, notify_fds).run()
             except BaseException:  # noqa: BLE001
                 traceback.print_exc()
                 code = 1
@@ -282,7 +302,13 @@ class Zygote:
         pidfd = os.pidfd_open(pid)
         self.children[pid] = (pidfd, index, incarnation)
         self.selector.register(pidfd, selectors.EVENT_READ, pid)
-        socket.send_fds(self.sock, [pack(SPAWNED, index, incarnation, pid)], [pidfd])
+        fds = [pidfd]
+        if channel is not None:
+            channel[1].close()
+            fds.append(channel[0].fileno())
+        socket.send_fds(self.sock, [pack(SPAWNED, index, incarnation, pid)], fds)
+        if channel is not None:
+            channel[0].close()
 
     def _reap(self, pid: int) -> None:
         pidfd, index, incarnation = self.children.pop(pid)

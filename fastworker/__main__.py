@@ -1,0 +1,5 @@
+"""``python -m fastworker``: the same as the ``fastworker`` command."""
+
+from .cli import main
+
+main()
