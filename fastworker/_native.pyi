@@ -7,7 +7,7 @@ they are spelled out as TypedDicts (stub-only names, underscored).
 """
 
 from collections.abc import Iterable
-from typing import Final, Literal, TypedDict, final
+from typing import Protocol, Final, Literal, TypedDict, final
 
 from _typeshed import ReadableBuffer
 
@@ -96,6 +96,9 @@ class _Census(TypedDict):
     arena_used_bytes: int
     error: int  # 0 when every index agrees with the slot table
 
+class _FdLookup(Protocol):
+    def get(self, client: int, default: int, /) -> int: ...
+
 class _Stats(TypedDict):
     submitted: int
     completed: int
@@ -178,10 +181,11 @@ class Segment:
         status: int,
         flags: int,
         payload: ReadableBuffer,
-        notify_fd: int,
+        notify_fd: int | _FdLookup,
         /,
     ) -> bool:
-        """Publish a result and write notify_fd if the client was armed (-1: never).
+        """Publish a result and write notify_fd if the client was armed (-1: never); given a
+        mapping, its .get(client, -1) names the fd of the client actually delivered to.
         False if the slot was reclaimed meanwhile (the result is dropped)."""
 
     def complete_take(
@@ -192,7 +196,7 @@ class Segment:
         status: int,
         flags: int,
         payload: ReadableBuffer,
-        notify_fd: int,
+        notify_fd: int | _FdLookup,
         /,
     ) -> _Taken | None:
         """complete(), then take this worker's next task under the same lock, without
@@ -209,6 +213,12 @@ class Segment:
     def client_open(self, pid: int, /) -> tuple[int, int]:
         """A free client entry: (index, generation).  Full when the table is full."""
 
+    def client_handover(self, source: int, target: int, mark: int, /) -> tuple[int, int]:
+        """Give every task of client `source` to `target` (queued and running ones keep going);
+        `mark` (< 65536) goes into the top 16 bits of their tags.  Closes `source`.
+        -> (results delivered to `target` now, tasks moved)."""
+    def find_task(self, client: int, tag: int, /) -> int | None:
+        """The handle of the client's unfinished task with that tag (a scan of the slots)."""
     def client_gen(self, client: int, /) -> int:
         """The entry's current generation; 0 while it is not in use."""
     def client_close(self, client: int, /) -> None: ...

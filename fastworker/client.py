@@ -38,7 +38,7 @@ from .errors import (
     TaskTimeoutError,
     UnknownTaskError,
 )
-from .engine import runtime, shm
+from .engine import runtime, shm, wire
 from .engine.ids import TaskIds
 from .engine.records import (
     CANCELLED,
@@ -195,7 +195,12 @@ class Client:
                     "your.tasks`, or run an embedded engine: Client(workers=N, task_modules=[...])"
                 ) from None
             eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-            hello = {"hello": 1, "pid": os.getpid(), "format": self.config.serialization_format.value}
+            hello = {
+                "hello": 1,
+                "pid": os.getpid(),
+                "format": self.config.serialization_format.value,
+                "ids": self._ids.prefix,  # the control plane tells our tasks apart by it
+            }
             socket.send_fds(control, [orjson.dumps(hello)], [eventfd])
             reply = await asyncio.wait_for(loop.sock_recv(control, 1 << 20), 10.0)
             welcome = orjson.loads(reply) if reply else {"error": "the control plane closed the connection"}
@@ -219,17 +224,75 @@ class Client:
         segment.arm(self._client_id)
 
     def _on_control_plane_message(self) -> None:
+        while self._control is not None:
+            try:
+                data = self._control.recv(1 << 16)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:  # the control plane stopped or died: nothing pending will ever finish
+                log.error("control plane %r went away; failing this client's pending tasks", self.config.name)
+                self._teardown(grace=0.0, reason=ControlPlaneUnavailable(
+                    f"the control plane {self.config.name!r} stopped before the task finished"
+                ))
+                return
+            try:
+                ask = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(ask, dict) and "qid" in ask:
+                self._answer(ask)
+
+    def _answer(self, ask: dict) -> None:
+        """Another client or the CLI asked the control plane about one of our tasks."""
+        task_id = str(ask.get("task_id"))
+        if ask.get("ask") == "result":
+            result = self.get_result(task_id)
+            reply: dict[str, Any] = {"result": None if result is None else result.to_dict()}
+        elif ask.get("ask") == "cancel":
+            cancelled = self._cancel_local(task_id)
+            reply = {"cancelled": cancelled, "message": f"task {task_id} " + (
+                "cancelled" if cancelled else "is running or finished; it cannot be cancelled"
+            )}
+        else:
+            reply = {"error": f"unknown question {ask.get('ask')!r}"}
+        if self._control is not None:
+            try:
+                self._control.send(orjson.dumps({"answer": ask["qid"], **reply}))
+            except OSError:
+                pass
+
+    async def _query(self, message: dict) -> dict:
+        """One question to the control plane, on a connection of its own."""
+        loop = asyncio.get_running_loop()
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        conn.setblocking(False)
         try:
-            data = self._control.recv(1 << 16) if self._control is not None else b""
-        except (BlockingIOError, InterruptedError):
-            return
+            await loop.sock_connect(conn, runtime.place(self.config.name).socket)
+            await loop.sock_sendall(conn, orjson.dumps(message))
+            reply = orjson.loads(await asyncio.wait_for(loop.sock_recv(conn, 1 << 20), 10.0))
+        except (OSError, asyncio.TimeoutError, orjson.JSONDecodeError) as exc:
+            raise ControlPlaneUnavailable(f"control plane {self.config.name!r} did not answer: {exc}") from None
+        finally:
+            conn.close()
+        if "error" in reply:
+            raise ControlPlaneUnavailable(f"control plane {self.config.name!r}: {reply['error']}")
+        return reply
+
+    def _keep_results(self, control: socket.socket) -> None:
+        """A stopping attached client leaves its finished results in the control plane's cache."""
+        finished = (
+            (entry[0], finished_status(entry), entry[3], entry[4], entry[5])
+            for entry in self._records.finished_items()
+        )
+        control.setblocking(True)
+        control.settimeout(2.0)
+        try:
+            for datagram in wire.keep_datagrams(finished):
+                control.send(datagram)
         except OSError:
-            data = b""
-        if not data:  # the control plane stopped or died: nothing pending will ever finish
-            log.error("control plane %r went away; failing this client's pending tasks", self.config.name)
-            self._teardown(grace=0.0, reason=ControlPlaneUnavailable(
-                f"the control plane {self.config.name!r} stopped before the task finished"
-            ))
+            pass  # the control plane is gone: nothing to keep them in
 
     def stop(self) -> None:
         """Stop the workers (running tasks get a few seconds), remove the segment."""
@@ -256,9 +319,11 @@ class Client:
             self._collect()  # results finished meanwhile (the mapping outlives the control plane)
         finally:
             self._fail_unfinished(reason)
-            if control is not None:  # attached: the control plane reclaims our entry on EOF
+            if control is not None:  # attached: on EOF the control plane takes over what is unfinished
                 if loop_open:
                     self._loop.remove_reader(control)  # type: ignore[union-attr]
+                if reason is None:
+                    self._keep_results(control)
                 control.close()
                 self._control = None
                 segment.close()
@@ -277,7 +342,15 @@ class Client:
     def _fail_unfinished(self, reason: Exception | None = None) -> None:
         for record in list(self._records.pending.values()):
             waiters, record.waiters = record.waiters, None
-            if reason is None:
+            if reason is None and self._control is not None:
+                # Attached: the task goes on in the control plane, which keeps its result.
+                for fut in waiters or ():
+                    if not fut.done():
+                        fut.set_exception(ClientClosedError(
+                            f"the client stopped; task {record.task_id} goes on in the control plane "
+                            f"(fastworker status --task-id {record.task_id})"
+                        ))
+            elif reason is None:
                 self._records.finish(
                     record, CANCELLED, error="ClientClosedError: the client stopped before the task finished"
                 )
@@ -507,8 +580,16 @@ class Client:
         return to_result(entry, self._codec)  # type: ignore[arg-type]
 
     async def get_task_result(self, task_id: str) -> TaskResult | None:
-        """The task's result or current status; None if unknown or expired."""
-        return self.get_result(task_id)
+        """The task's result or current status; None if unknown or expired.
+
+        Attached, a task of another client (or of one that left) is looked up
+        in the control plane.
+        """
+        result = self.get_result(task_id)
+        if result is None and self._control is not None and not self._closed:
+            found = (await self._query({"query": "result", "task_id": task_id}))["result"]
+            result = None if found is None else TaskResult.from_dict(found)
+        return result
 
     def get_result(self, task_id: str) -> TaskResult | None:
         entry = self._records.get(task_id)
@@ -522,6 +603,11 @@ class Client:
 
     async def cancel_task(self, task_id: str) -> bool:
         """Cancel a task still waiting in the queue: True if it will never run."""
+        if self._records.get(task_id) is None and self._control is not None and not self._closed:
+            return bool((await self._query({"query": "cancel", "task_id": task_id}))["cancelled"])
+        return self._cancel_local(task_id)
+
+    def _cancel_local(self, task_id: str) -> bool:
         entry = self._records.get(task_id)
         if entry.__class__ is not Record or self._segment is None:
             return False

@@ -10,7 +10,12 @@
     _on_wakeup ◀──────── eventfd (written by the worker) ◀────────────────── complete
                                          ▲ NEED (entry, generation) on first use of a client
                                          └─ FD via SCM_RIGHTS ─────────────────▶ fd cache
-    EOF on the connection ─────────────▶ client_close(): its slots and blocks freed
+    KEEP (finished results) on stop ───▶ the result cache (LRU + TTL)
+    EOF on the connection ─────────────▶ handover: its queued and running tasks go on
+                                         and complete to this process's own entry, whose
+                                         results join the cache
+    query connection: result / cancel ─▶ the cache, the task's live client (relayed), or
+                                         a task handed over here
     ◀── EOF (the control plane died or stopped): pending waits fail at once
 
 The control plane owns the segment, the fork server and the workers (the same
@@ -27,16 +32,20 @@ import os
 import signal
 import socket
 import struct
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import orjson
+import psutil
 
 from . import _native
 from .config import Config
-from .engine import runtime, shm
+from .engine import runtime, shm, wire
+from .engine.records import RecordTable, to_result
 from .engine.supervisor import Supervisor
 from .engine.zygote import WorkerSpec
 from .errors import ControlPlaneUnavailable
+from .tasks.models import TaskPriority, TaskStatus
 from .tasks.registry import load_task_modules, registry
 from .tasks.serialization import Codec
 
@@ -47,6 +56,14 @@ MAX_CLIENTS = 256  # attached client processes at once
 STOP_GRACE = 10.0  # how long running tasks may finish after SIGTERM / SIGINT
 _MAX_MESSAGE = 64 * 1024
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_RESULT_STATUS = {_native.RESULT_SUCCESS: TaskStatus.SUCCESS, _native.RESULT_FAILURE: TaskStatus.FAILURE}
+_WORKER_STATES = {
+    _native.WORKER_EMPTY: "starting",
+    _native.WORKER_IDLE: "idle",
+    _native.WORKER_BUSY: "busy",
+    _native.WORKER_SLEEPING: "sleeping",
+    _native.WORKER_GONE: "gone",
+}
 
 
 @dataclass
@@ -57,6 +74,8 @@ class Attached:
     eventfd: int
     conn: socket.socket
     pid: int
+    ids: str  # the prefix of its task ids: says whose a task id is
+    asked: dict[int, socket.socket] = field(default_factory=dict)  # qid -> the querier waiting
 
 
 def peer_uid(conn: socket.socket) -> int:
@@ -65,8 +84,10 @@ def peer_uid(conn: socket.socket) -> int:
 
 
 def send_json(conn: socket.socket, message: dict) -> None:
+    # A pickled task's result may not be JSON: it is shown by its repr.
+    data = orjson.dumps(message, default=repr, option=orjson.OPT_NON_STR_KEYS)
     try:
-        conn.send(orjson.dumps(message))
+        conn.send(data)
     except OSError:
         pass  # the peer is gone; its EOF cleans up
 
@@ -82,6 +103,15 @@ class ControlPlane:
         self.task_names: tuple[str, ...] = ()
         self._stop: asyncio.Future[float] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Finished results of clients that left, and of any client that stopped cleanly.
+        self.results = RecordTable(config.result_cache_size, config.result_cache_ttl)
+        self.own_entry = 0  # this process's own client entry: tasks of clients that left complete here
+        self.own_generation = 0
+        self.own_eventfd = -1
+        self.departed: dict[int, str] = {}  # handover mark -> that client's task id prefix
+        self._next_mark = 0
+        self._next_qid = 0
+        self.started = time.monotonic()
 
     # ------------------------------------------------------------------ life
 
@@ -145,6 +175,10 @@ class ControlPlane:
             on_arena=self._wake_all,
             client_fd=self._client_fd,
         )
+        self.own_entry, self.own_generation = self.segment.client_open(os.getpid())
+        self.own_eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        loop.add_reader(self.own_eventfd, self._collect)
+        self.segment.arm(self.own_entry)
         self.supervisor.start()
 
     def _listen(self, place: runtime.Place) -> None:
@@ -186,6 +220,11 @@ class ControlPlane:
         # clients, which collect them when they see the connection close.
         for client in list(self.clients):
             self._detach(client, free_slots=False)
+        if self.own_eventfd >= 0:
+            if loop is not None and not loop.is_closed():
+                loop.remove_reader(self.own_eventfd)
+            os.close(self.own_eventfd)
+            self.own_eventfd = -1
         if self.segment is not None:
             name = self.segment.name
             self.segment.close()
@@ -219,6 +258,9 @@ class ControlPlane:
             hello = orjson.loads(data) if data else None
         except (OSError, orjson.JSONDecodeError):
             hello = None
+        if isinstance(hello, dict) and "query" in hello and not fds:
+            self._on_query(conn, hello)
+            return
         if not isinstance(hello, dict) or hello.get("hello") != PROTOCOL or len(fds) != 1:
             send_json(conn, {"error": f"expected a protocol {PROTOCOL} HELLO with the client's eventfd"})
             for fd in fds:
@@ -245,7 +287,7 @@ class ControlPlane:
             os.close(fds[0])
             conn.close()
             return
-        self.clients[client] = Attached(generation, fds[0], conn, int(hello.get("pid", 0)))
+        self.clients[client] = Attached(generation, fds[0], conn, int(hello.get("pid", 0)), str(hello.get("ids", "")))
         send_json(
             conn,
             {
@@ -265,28 +307,187 @@ class ControlPlane:
         log.debug("client pid %s attached as entry %d", hello.get("pid"), client)
 
     def _on_client_message(self, client: int, conn: socket.socket) -> None:
-        try:
-            data = conn.recv(_MAX_MESSAGE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:  # the client closed or died: reclaim everything it held
-            self._detach(client)
+        while True:
+            try:
+                data = conn.recv(_MAX_MESSAGE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:  # the client left or died: its unfinished tasks are now ours
+                self._detach(client)
+                return
+            if data[:1] == wire.KEEP:  # a stopping client hands over its finished results
+                for task_id, status, payload, t_start, t_end in wire.read_keep(data):
+                    self.results.store(task_id, None, status, payload, t_start, t_end)
+                continue
+            try:
+                message = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            attached = self.clients.get(client)
+            if isinstance(message, dict) and "answer" in message and attached is not None:
+                querier = attached.asked.pop(message["answer"], None)
+                if querier is not None:
+                    message.pop("answer")
+                    self._reply(querier, message)
 
     def _detach(self, client: int, free_slots: bool = True) -> None:
+        """A client left: its queued and running tasks go on, their results kept here."""
         attached = self.clients.pop(client, None)
         if attached is None:
             return
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(attached.conn)
         attached.conn.close()
+        for querier in attached.asked.values():
+            self._reply(querier, {"error": "the client that submitted the task left before answering"})
         if free_slots and self.segment is not None:
-            self.segment.client_close(client)
+            self._next_mark = self._next_mark % 0xFFFF + 1  # marks 1..65535, reused in turn
+            self.departed[self._next_mark] = attached.ids
+            _delivered, moved = self.segment.client_handover(client, self.own_entry, self._next_mark)
+            self._collect()
+            log.debug("client pid %d (entry %d) left; %d task(s) handed over", attached.pid, client, moved)
         os.close(attached.eventfd)
-        log.debug("client pid %d (entry %d) detached", attached.pid, client)
+
+    def _collect(self) -> None:
+        """Keep the results of tasks whose clients left (they complete to our own entry)."""
+        segment = self.segment
+        if segment is None:
+            return
+        try:
+            os.eventfd_read(self.own_eventfd)
+        except BlockingIOError:
+            pass
+        while True:
+            for _handle, status, _flags, tag, payload, t_start, t_end in segment.drain(self.own_entry):
+                prefix = self.departed.get(tag >> 48)
+                if prefix is not None:
+                    task_id = "%s%012x" % (prefix, tag & 0xFFFFFFFFFFFF)
+                    self.results.store(task_id, None, _RESULT_STATUS[status], payload, t_start, t_end)
+            if not segment.arm(self.own_entry):
+                break
+
+    # --------------------------------------------------------------- queries
+
+    def _reply(self, conn: socket.socket, message: dict) -> None:
+        send_json(conn, message)
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(conn)
+        conn.close()
+
+    def _owner(self, task_id: str) -> Attached | None:
+        for attached in self.clients.values():
+            if attached.ids and task_id.startswith(attached.ids):
+                return attached
+        return None
+
+    def _ask_owner(self, owner: Attached, conn: socket.socket, message: dict) -> None:
+        """Relay a query about a live client's task to that client; it answers on its connection."""
+        self._next_qid += 1
+        qid = self._next_qid
+        owner.asked[qid] = conn
+        send_json(owner.conn, {**message, "ask": message["query"], "qid": qid})
+        assert self._loop is not None
+        self._loop.call_later(5.0, self._ask_expired, owner, qid)
+
+    def _ask_expired(self, owner: Attached, qid: int) -> None:
+        querier = owner.asked.pop(qid, None)
+        if querier is not None:
+            self._reply(querier, {"error": "the client that submitted the task did not answer"})
+
+    def _on_query(self, conn: socket.socket, query: dict) -> None:
+        kind = query.get("query")
+        task_id = query.get("task_id")
+        if kind in ("result", "cancel") and not isinstance(task_id, str):
+            self._reply(conn, {"error": f"a {kind!r} query needs a task_id string"})
+        elif kind == "result":
+            kept = self.results.get(task_id)  # type: ignore[arg-type]
+            owner = self._owner(task_id)  # type: ignore[arg-type]
+            if kept is not None:
+                self._reply(conn, {"result": to_result(kept, self.codec).to_dict()})  # type: ignore[arg-type]
+            elif owner is not None:
+                self._ask_owner(owner, conn, query)
+            else:
+                self._reply(conn, {"result": self._pending_result(task_id)})  # type: ignore[arg-type]
+        elif kind == "cancel":
+            owner = self._owner(task_id)  # type: ignore[arg-type]
+            if owner is not None:
+                self._ask_owner(owner, conn, query)
+            else:
+                self._reply(conn, self._cancel_handed_over(task_id))  # type: ignore[arg-type]
+        elif kind == "stats":
+            self._reply(conn, self.stats())
+        elif kind == "tasks":
+            self._reply(conn, {"tasks": list(self.task_names)})
+        else:
+            self._reply(conn, {"error": f"unknown query {kind!r}; expected result, cancel, stats or tasks"})
+
+    def _handed_over(self, task_id: str) -> int | None:
+        """The ring handle of a task handed over to us and not finished yet."""
+        for mark, prefix in self.departed.items():
+            if task_id.startswith(prefix) and self.segment is not None:
+                try:
+                    counter = int(task_id[len(prefix) :], 16)
+                except ValueError:
+                    return None
+                return self.segment.find_task(self.own_entry, (mark << 48) | counter)
+        return None
+
+    def _pending_result(self, task_id: str) -> dict | None:
+        handle = self._handed_over(task_id)
+        if handle is None or self.segment is None:
+            return None
+        state, _t_start = self.segment.handle_state(handle)
+        status = TaskStatus.STARTED if state == _native.SLOT_RUNNING else TaskStatus.PENDING
+        return {"task_id": task_id, "task_name": None, "status": status.value, "result": None, "error": None,
+                "traceback": None, "started_at": None, "completed_at": None}
+
+    def _cancel_handed_over(self, task_id: str) -> dict:
+        if self.results.get(task_id) is not None:
+            return {"cancelled": False, "message": f"task {task_id} already finished"}
+        handle = self._handed_over(task_id)
+        if handle is None or self.segment is None:
+            return {"cancelled": False, "message": f"task {task_id} not found (unknown, or its result expired)"}
+        if self.segment.cancel(self.own_entry, handle):
+            self.results.store(task_id, None, TaskStatus.CANCELLED, None, 0, 0, "cancelled before it started")
+            return {"cancelled": True, "message": f"task {task_id} cancelled"}
+        return {"cancelled": False, "message": f"task {task_id} is already running; it cannot be cancelled"}
+
+    def stats(self) -> dict:
+        assert self.segment is not None and self.supervisor is not None
+        census = self.segment.check()
+        counters = self.segment.stats()
+        workers = []
+        for index in range(self.config.workers):
+            info = self.segment.worker(index)
+            pid = self.supervisor.pids.get(index, 0)
+            cpu = rss = None
+            try:
+                proc = psutil.Process(pid)
+                cpu = proc.cpu_percent(interval=None)
+                rss = proc.memory_info().rss
+            except (psutil.Error, ValueError):
+                pass
+            workers.append({"index": index, "pid": pid, "state": _WORKER_STATES.get(info["state"], "unknown"),
+                            "tasks_done": info["tasks_done"], "cpu_percent": cpu, "rss_bytes": rss})
+        return {
+            "name": self.config.name,
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "workers": workers,
+            "queued_by_priority": {p.name.lower(): n for p, n in zip(TaskPriority, census["queued_by_lane"])},
+            "running": census["running"],
+            "submitted": counters["submitted"],
+            "completed": counters["completed"],
+            "workers_lost": self.supervisor.workers_lost,
+            "clients": len(self.clients),
+            "results_kept": len(self.results.finished),
+        }
 
     def _client_fd(self, client: int, generation: int) -> int | None:
+        if client == self.own_entry and generation == self.own_generation:
+            return self.own_eventfd
         attached = self.clients.get(client)
         if attached is None or attached.generation != generation:
             return None
@@ -294,6 +495,7 @@ class ControlPlane:
 
     def _on_lost(self, lost: list[tuple[int, int]]) -> None:
         """Tasks failed by a dead worker: wake their clients (the worker could not)."""
+        self._collect()
         for client in {client for _handle, client in lost}:
             attached = self.clients.get(client)
             if attached is not None:

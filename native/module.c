@@ -407,7 +407,14 @@ static PyObject *complete_impl(SegmentObject *self, PyObject *const *args, Py_ss
     unsigned long inc = PyLong_AsUnsignedLong(args[2]);
     unsigned long status = PyLong_AsUnsignedLong(args[3]);
     unsigned long flags = PyLong_AsUnsignedLong(args[4]);
-    long fd = PyLong_AsLong(args[6]);
+    /* args[6]: the eventfd to write, or a mapping (.get(client, -1)) asked
+     * for the fd of the client the result is actually delivered to, only
+     * when that client must be woken: the task may have changed hands
+     * (a client that left hands its tasks to the control plane). */
+    PyObject *notify_to = args[6];
+    long fd = -1;
+    if (PyLong_Check(notify_to))
+        fd = PyLong_AsLong(notify_to);
     if (PyErr_Occurred())
         return NULL;
     Py_buffer view;
@@ -421,6 +428,15 @@ static PyObject *complete_impl(SegmentObject *self, PyObject *const *args, Py_ss
     PyBuffer_Release(&view);
     if (rc != FW_OK && rc != FW_E_STALE)
         return raise_status(rc, "complete");
+    if (notify && !PyLong_Check(notify_to)) {
+        PyObject *got = PyObject_CallMethod(notify_to, "get", "Ii", client, -1);
+        if (!got)
+            return NULL;
+        fd = PyLong_AsLong(got);
+        Py_DECREF(got);
+        if (fd == -1 && PyErr_Occurred())
+            return NULL;
+    }
     if (notify && fd >= 0)
         fw_eventfd_signal((int)fd);
     if (take_next)
@@ -542,6 +558,44 @@ static PyObject *seg_client_open(SegmentObject *self, PyObject *arg)
     if (rc != FW_OK)
         return raise_status(rc, "client_open");
     return Py_BuildValue("II", c, gen);
+}
+
+/* client_handover(from, to, mark) -> (results delivered to `to`, tasks moved) */
+static PyObject *seg_client_handover(SegmentObject *self, PyObject *args)
+{
+    CHECK_OPEN(self);
+    unsigned int from, to, mark, moved = 0;
+    if (!PyArg_ParseTuple(args, "III", &from, &to, &mark))
+        return NULL;
+    int rc = fw_client_handover(&self->seg, from, to, mark, &moved);
+    if (rc < 0)
+        return raise_status(rc, "client_handover");
+    return Py_BuildValue("iI", rc, moved);
+}
+
+/* find_task(client, tag) -> the handle of the client's unfinished task with that tag, or None */
+static PyObject *seg_find_task(SegmentObject *self, PyObject *args)
+{
+    CHECK_OPEN(self);
+    unsigned int client;
+    unsigned long long tag;
+    if (!PyArg_ParseTuple(args, "IK", &client, &tag))
+        return NULL;
+    if (fw_lock(&self->seg, FW_OP_NONE, FW_NONE) != FW_OK)
+        return raise_status(FW_E_LOCK, "find_task");
+    uint64_t handle = 0;
+    int found = 0;
+    for (uint32_t i = 0; i < self->seg.h->nslots && !found; i++) {
+        fw_slot *sl = &self->seg.slots[i];
+        if (sl->state != FW_SLOT_FREE && sl->client == client && sl->tag == tag) {
+            handle = fw_handle(i, sl->gen);
+            found = 1;
+        }
+    }
+    fw_unlock(&self->seg);
+    if (!found)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(handle);
 }
 
 /* client_gen(client) -> the entry's current generation (0 if never used) */
@@ -783,6 +837,8 @@ static PyMethodDef seg_methods[] = {
     {"client_open", (PyCFunction)seg_client_open, METH_O, NULL},
     {"client_close", (PyCFunction)seg_client_close, METH_O, NULL},
     {"client_gen", (PyCFunction)seg_client_gen, METH_O, NULL},
+    {"client_handover", (PyCFunction)seg_client_handover, METH_VARARGS, NULL},
+    {"find_task", (PyCFunction)seg_find_task, METH_VARARGS, NULL},
     {"client_stats", (PyCFunction)seg_client_stats, METH_O, NULL},
     {"set_worker", (PyCFunction)seg_set_worker, METH_VARARGS, NULL},
     {"worker", (PyCFunction)seg_worker, METH_O, NULL},

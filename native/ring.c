@@ -961,6 +961,70 @@ int fw_client_close(fw_seg *s, uint32_t client)
     return FW_OK;
 }
 
+int fw_client_handover(fw_seg *s, uint32_t from, uint32_t to, uint32_t mark, uint32_t *moved_out)
+{
+    fw_header *h = s->h;
+    if (from >= h->max_clients || to >= h->max_clients || from == to || mark > 0xffff)
+        return FW_E_ARG;
+    int rc = fw_lock(s, FW_OP_CLIENT, FW_NONE);
+    if (rc != FW_OK)
+        return rc;
+    fw_client *src = &s->clients[from], *dst = &s->clients[to];
+    if (!dst->in_use) {
+        fw_unlock(s);
+        return FW_E_ARG;
+    }
+    uint32_t moved = 0, delivered = 0;
+    int freed = 0;
+    /* Done results first, in completion order, then everything else. */
+    for (uint32_t i = src->done_head; i != FW_NONE;) {
+        uint32_t next = s->slots[i].next;
+        fw_slot *sl = &s->slots[i];
+        sl->client = (uint16_t)to;
+        sl->client_gen = dst->gen;
+        sl->tag = ((uint64_t)mark << 48) | (sl->tag & 0xffffffffffffULL);
+        done_push(s, to, i);
+        moved++;
+        delivered++;
+        i = next;
+    }
+    src->done_head = src->done_tail = FW_NONE;
+    STORE(&src->done_count, 0);
+    for (uint32_t i = 0; i < h->nslots; i++) {
+        fw_slot *sl = &s->slots[i];
+        uint32_t st = sl->state;
+        if (st == FW_SLOT_FREE || sl->client != from || sl->client_gen != src->gen || !src->in_use)
+            continue;
+        if (st == FW_SLOT_RESERVED) { /* a submit that never published: it was never queued */
+            uint32_t unit = sl->block;
+            free_push(s, i);
+            if (unit != FW_NONE) {
+                sl->block = FW_NONE;
+                fw_arena_free(s, unit);
+            }
+            freed = 1;
+            continue;
+        }
+        sl->client = (uint16_t)to;
+        sl->client_gen = dst->gen;
+        sl->tag = ((uint64_t)mark << 48) | (sl->tag & 0xffffffffffffULL);
+        if (st == FW_SLOT_HELD) { /* copied out by a client that then died: deliver again */
+            STORE_REL(&sl->state, FW_SLOT_DONE);
+            done_push(s, to, i);
+            delivered++;
+        }
+        moved++;
+    }
+    src->in_use = 0;
+    src->pid = 0;
+    STORE(&src->armed, 0);
+    fw_unlock(s);
+    if (freed)
+        fw_space_freed(s);
+    *moved_out = moved;
+    return (int)delivered;
+}
+
 void fw_set_spin(fw_seg *s, uint64_t ns, uint32_t ncpus)
 {
     __atomic_store_n(&s->h->ncpus, ncpus, __ATOMIC_RELAXED);

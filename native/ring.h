@@ -104,6 +104,13 @@ int fw_check(fw_seg *s, fw_census *out);
 int fw_client_open(fw_seg *s, uint32_t pid, uint32_t *client_out, uint32_t *gen_out);
 int fw_client_close(fw_seg *s, uint32_t client);
 
+/* Give every task of client `from` to client `to` (the control plane): queued
+ * and running ones keep going and complete to `to`, finished ones move to
+ * `to`'s done list; `mark` goes into the top 16 bits of each task's tag so
+ * `to` can tell whose they were.  `from` is closed.  Returns how many
+ * results were delivered to `to` (>= 0), *moved_out how many tasks moved. */
+int fw_client_handover(fw_seg *s, uint32_t from, uint32_t to, uint32_t mark, uint32_t *moved_out);
+
 /* How long a worker may spin for work before it sleeps (0: never), and how
  * many cores the engine may use (it spins only with one to spare). */
 void fw_set_spin(fw_seg *s, uint64_t ns, uint32_t ncpus);

@@ -18,5 +18,10 @@ class TaskIds:
         head = f"{r >> 48 & 0xFFFFFFFF:08x}-{r >> 32 & 0xFFFF:04x}-4{r >> 20 & 0xFFF:03x}-"
         self._prefix = head + f"{0x8000 | (r & 0x3FFF):04x}-"
 
+    @property
+    def prefix(self) -> str:
+        """What every id of this generator starts with (36 - 12 characters)."""
+        return self._prefix
+
     def make(self, counter: int) -> str:
         return "%s%012x" % (self._prefix, counter & 0xFFFFFFFFFFFF)  # %-formatting: the fastest here

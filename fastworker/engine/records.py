@@ -136,6 +136,17 @@ class RecordTable:
             _wake(record.waiters, entry)
         return entry
 
+    def store(
+        self, task_id: str, task_name: str | None, status: TaskStatus, payload: bytes | None,
+        t_start: int, t_end: int, error: str | None = None,
+    ) -> None:
+        """Keep a finished result that arrived from elsewhere (the control plane's cache)."""
+        now = self.clock()
+        self._keep((task_id, task_name, status.value, payload, t_start, t_end, error, now), now)
+
+    def finished_items(self) -> list[Finished]:
+        return list(self.finished.values())
+
     def finish_drained(self, items: list[tuple], status_of: dict[int, TaskStatus]) -> None:
         """``finish`` for every result a drain returned, in one pass.
 

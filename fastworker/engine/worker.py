@@ -42,11 +42,11 @@ class Ring(Protocol):
     def take(self, worker: int, incarnation: int, timeout: float | None = None, /) -> tuple | None: ...
 
     def complete(
-        self, handle: int, worker: int, incarnation: int, status: int, flags: int, payload: bytes, notify_fd: int, /
+        self, handle: int, worker: int, incarnation: int, status: int, flags: int, payload: bytes, notify_fd: Any, /
     ) -> bool: ...
 
     def complete_take(
-        self, handle: int, worker: int, incarnation: int, status: int, flags: int, payload: bytes, notify_fd: int, /
+        self, handle: int, worker: int, incarnation: int, status: int, flags: int, payload: bytes, notify_fd: Any, /
     ) -> tuple | None: ...
 
 
@@ -83,14 +83,15 @@ class Worker:
         try:
             item = ring.take(index, incarnation, None)
             while item is not None:
-                handle, client, fn_id, flags, _tag, _lane, payload = item
+                handle, _client, fn_id, flags, _tag, _lane, payload = item
                 status, out_flags, out = self.execute(fn_id, flags, payload)
                 self.tasks_run += 1
-                fd = notify_fds.get(client, -1)
                 try:
-                    item = ring.complete_take(handle, index, incarnation, status, out_flags, out, fd)
+                    # The ring asks notify_fds for the fd of the client it delivers to,
+                    # only when that client must be woken.
+                    item = ring.complete_take(handle, index, incarnation, status, out_flags, out, notify_fds)
                 except (_native.TooBig, _native.ArenaFailed) as exc:
-                    self._complete_oversized(handle, exc, len(out), fd)
+                    self._complete_oversized(handle, exc, len(out), notify_fds)
                     item = None
                 if item is None:
                     item = ring.take(index, incarnation, None)
@@ -107,17 +108,16 @@ class Worker:
         item = self.ring.take(self.index, self.incarnation, timeout)
         if item is None:
             return False
-        handle, client, fn_id, flags, _tag, _lane, payload = item
+        handle, _client, fn_id, flags, _tag, _lane, payload = item
         status, out_flags, out = self.execute(fn_id, flags, payload)
-        fd = self.notify_fds.get(client, -1)
         try:
-            self.ring.complete(handle, self.index, self.incarnation, status, out_flags, out, fd)
+            self.ring.complete(handle, self.index, self.incarnation, status, out_flags, out, self.notify_fds)
         except (_native.TooBig, _native.ArenaFailed) as exc:
-            self._complete_oversized(handle, exc, len(out), fd)
+            self._complete_oversized(handle, exc, len(out), self.notify_fds)
         self.tasks_run += 1
         return True
 
-    def _complete_oversized(self, handle: int, exc: Exception, size: int, fd: int) -> None:
+    def _complete_oversized(self, handle: int, exc: Exception, size: int, fd: Any) -> None:
         """The result did not fit in the arena: fail the task, inline, saying why."""
         if isinstance(exc, _native.TooBig):
             error: Exception = PayloadTooLargeError(

@@ -128,6 +128,23 @@ class TaskResult:
                 f"use fastworker.tasks.models.utc_now() or datetime.now(timezone.utc)."
             )
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskResult:
+        """The inverse of ``to_dict`` (timestamps from ISO 8601)."""
+        def when(text: str | None) -> datetime | None:
+            return datetime.fromisoformat(text) if text else None
+
+        return cls(
+            task_id=data["task_id"],
+            status=TaskStatus(data["status"]),
+            result=data.get("result"),
+            error=data.get("error"),
+            started_at=when(data.get("started_at")),
+            completed_at=when(data.get("completed_at")),
+            traceback=data.get("traceback"),
+            task_name=data.get("task_name"),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: the status as its string value and timestamps in ISO 8601."""
         return {
