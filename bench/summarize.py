@@ -16,7 +16,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-GROUP_ORDER = ("latency", "throughput", "startup", "memory")
+GROUP_ORDER = ("latency", "throughput", "startup", "memory", "attached")
 
 
 def _fmt(value: float) -> str:
@@ -71,6 +71,13 @@ LAYOUT: dict[str, tuple[Column, bool, str, str, list[Column]]] = {
         Column("USS MiB/worker", _extra("uss_mib_per_worker")),
         False, "more", "less",
         [Column("PSS MiB/worker", _extra("pss_mib_per_worker"))],
+    ),
+    # an attached client against the embedded one (the baseline): p50 round trip inside the loop
+    "attached": (
+        Column("p50 µs in the loop", _extra("in_loop_p50_us")),
+        False, "slower", "faster",
+        [Column("p99 µs", _extra("in_loop_p99_us")), Column("tasks/s", _extra("tasks_per_s")),
+         Column("attach p50 ms", _extra("attach_p50_ms"))],
     ),
 }
 

@@ -26,8 +26,18 @@ def _children() -> set[int]:
 
 
 def _segments() -> set[str]:
+    """This user's segments that this test run owns (its own process or a descendant made
+    them) or that nobody owns any more: another run of the suite may share the machine."""
     prefix = shm.user_prefix()
-    return {e for e in os.listdir(shm.SHM_DIR) if e.startswith(prefix)}
+    ours = {os.getpid()} | {p.pid for p in psutil.Process().children(recursive=True)}
+    found = set()
+    for entry in os.listdir(shm.SHM_DIR):
+        if not entry.startswith(prefix):
+            continue
+        owner = shm._read_owner(os.path.join(shm.SHM_DIR, entry))
+        if owner is None or owner[0] in ours or not psutil.pid_exists(owner[0]):
+            found.add(entry)
+    return found
 
 
 def _fds() -> dict[int, str]:
