@@ -116,6 +116,7 @@ class _Stats(TypedDict):
     spinner: int  # 0, or the index + 1 of the worker spinning for work
     sleeping_mask: int  # sleeping bits of workers 0..63
     rescues: int  # sleeps ended by the 1 s safety timeout with work queued (lost wake-ups): must stay 0
+    failed: int  # tasks completed with FAILURE
 
 class _ClientStats(TypedDict):
     pid: int
@@ -142,6 +143,8 @@ class _SlotState(TypedDict):
     client: int
     worker: int
     len: int
+    fn_id: int
+    tag: int
 
 # take(): (handle, client, fn_id, flags, tag, lane, payload)
 _Taken = tuple[int, int, int, int, int, int, bytes]

@@ -374,14 +374,16 @@ def _format_stats(stats: dict[str, Any]) -> str:
     lines = [
         f"Control plane {stats.get('name')!r} (pid {stats.get('pid')}), up {_duration(stats.get('uptime_s'))}",
         "Queued: " + ", ".join(f"{p.name.lower()} {queued.get(p.name.lower(), 0)}" for p in TaskPriority),
-        f"Submitted: {stats.get('submitted')}, completed: {stats.get('completed')}, clients: {stats.get('clients')}",
+        f"Submitted: {stats.get('submitted')}, completed: {stats.get('completed')}, "
+        f"failed: {stats.get('failed')}, clients: {stats.get('clients')}",
     ]
     workers = stats.get("workers") or []
-    table = [("WORKER", "PID", "STATE", "TASKS", "CPU %", "RSS MiB")] + [
+    table = [("WORKER", "PID", "STATE", "TASK", "TASKS", "CPU %", "RSS MiB")] + [
         (
             str(w.get("index")),
             str(w.get("pid")),
             str(w.get("state")),
+            str(w.get("current_task") or "-"),
             str(w.get("tasks_done")),
             _number(w.get("cpu_percent"), ".1f"),
             _number(w.get("rss_bytes", 0) / (1 << 20) if isinstance(w.get("rss_bytes"), int) else None, ".1f"),

@@ -469,8 +469,13 @@ class ControlPlane:
                 rss = proc.memory_info().rss
             except (psutil.Error, ValueError):
                 pass
+            current = None
+            if info["current_slot"] is not None:
+                fn_id = self.segment.slot_state(info["current_slot"])["fn_id"]
+                current = self.task_names[fn_id] if fn_id < len(self.task_names) else None
             workers.append({"index": index, "pid": pid, "state": _WORKER_STATES.get(info["state"], "unknown"),
-                            "tasks_done": info["tasks_done"], "cpu_percent": cpu, "rss_bytes": rss})
+                            "current_task": current, "tasks_done": info["tasks_done"], "cpu_percent": cpu,
+                            "rss_bytes": rss})
         return {
             "name": self.config.name,
             "pid": os.getpid(),
@@ -480,6 +485,7 @@ class ControlPlane:
             "running": census["running"],
             "submitted": counters["submitted"],
             "completed": counters["completed"],
+            "failed": counters["failed"],
             "workers_lost": self.supervisor.workers_lost,
             "clients": len(self.clients),
             "results_kept": len(self.results.finished),

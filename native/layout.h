@@ -201,7 +201,8 @@ typedef struct {
     uint64_t spin_hits;      /* spins that found work */
     uint64_t spin_misses;
     uint64_t rescues;        /* sleeps that ended by their safety timeout with work queued */
-    uint8_t _pad7[FW_CACHE_LINE - 48];
+    uint64_t failed;         /* tasks completed with FAILURE (under the ring lock) */
+    uint8_t _pad7[FW_CACHE_LINE - 56];
 } fw_header;
 
 typedef struct {

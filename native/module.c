@@ -680,7 +680,7 @@ static PyObject *seg_stats(SegmentObject *self, PyObject *unused)
     CHECK_OPEN(self);
     fw_header *h = self->seg.h;
 #define U64(x) (unsigned long long)(x)
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsK}", "submitted", U64(h->submitted), "completed", U64(h->completed),
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsK}", "submitted", U64(h->submitted), "completed", U64(h->completed),
                          "cancelled", U64(h->cancelled), "reclaimed", U64(h->reclaimed), "futex_wakes",
                          U64(__atomic_load_n(&h->futex_wakes, __ATOMIC_RELAXED)), "recoveries", U64(h->intent.count),
                          "work_seq", U64(__atomic_load_n(&h->work_seq, __ATOMIC_RELAXED)), "free_slots",
@@ -690,7 +690,7 @@ static PyObject *seg_stats(SegmentObject *self, PyObject *unused)
                          U64(h->intent.last_op_pid & 0xffffffffu), "spinner",
                          U64(__atomic_load_n(&h->spinner, __ATOMIC_RELAXED)), "sleeping_mask",
                          U64(__atomic_load_n(&h->sleeping[0], __ATOMIC_RELAXED)), "rescues",
-                         U64(__atomic_load_n(&h->rescues, __ATOMIC_RELAXED)));
+                         U64(__atomic_load_n(&h->rescues, __ATOMIC_RELAXED)), "failed", U64(h->failed));
 #undef U64
 }
 
@@ -738,8 +738,9 @@ static PyObject *seg_slot_state(SegmentObject *self, PyObject *arg)
     if (idx >= self->seg.h->nslots)
         return raise_status(FW_E_ARG, "slot_state");
     fw_slot *sl = &self->seg.slots[idx];
-    return Py_BuildValue("{sIsIsIsIsIsI}", "state", sl->state, "gen", sl->gen, "lane", sl->lane, "client",
-                         sl->client, "worker", sl->worker, "len", sl->len);
+    return Py_BuildValue("{sIsIsIsIsIsIsIsK}", "state", sl->state, "gen", sl->gen, "lane", sl->lane, "client",
+                         sl->client, "worker", sl->worker, "len", sl->len, "fn_id", sl->fn_id, "tag",
+                         (unsigned long long)sl->tag);
 }
 
 /* handle_state(handle) -> (state, t_start_ns), state -1 when the slot moved on */

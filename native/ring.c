@@ -604,6 +604,8 @@ static int finish(fw_seg *s, uint32_t idx, uint32_t status, uint32_t flags, uint
         }
     }
     s->h->completed++;
+    if (status == FW_RESULT_FAILURE)
+        s->h->failed++;
     if (sl->worker < s->h->max_workers) {
         fw_worker *w = &s->workers[sl->worker];
         if (w->current_slot == idx) {

@@ -256,23 +256,26 @@ def test_cancel_a_queued_task_but_not_a_running_one(control_plane, tmp_path):
 def test_stats_reports_workers_queues_and_counters(control_plane):
     name = control_plane.name
     assert cli("submit", "--task-name", "add", "--args", "1", "2", "--name", name).exit_code == 0
+    assert cli("submit", "--task-name", "fail", "--args", "boom", "--name", name).exit_code == 1
     result = cli("stats", "--json", "--name", name)
     assert result.exit_code == 0, result.output
     stats = orjson.loads(result.stdout)
-    assert {"name", "pid", "uptime_s", "workers", "queued_by_priority", "submitted", "completed", "clients"} <= set(stats)
+    assert {"name", "pid", "uptime_s", "workers", "queued_by_priority", "submitted", "completed", "failed",
+            "clients"} <= set(stats)
     assert (stats["name"], stats["pid"]) == (name, control_plane.pid)
     assert set(stats["queued_by_priority"]) == {"critical", "high", "normal", "low"}
     assert len(stats["workers"]) == 2
     for worker in stats["workers"]:
-        assert {"index", "pid", "state", "tasks_done", "cpu_percent", "rss_bytes"} <= set(worker)
-    assert stats["submitted"] >= 1 and stats["completed"] >= 1
+        assert {"index", "pid", "state", "current_task", "tasks_done", "cpu_percent", "rss_bytes"} <= set(worker)
+    assert stats["submitted"] >= 2 and stats["completed"] >= 2 and stats["failed"] >= 1
 
     human = cli_process("stats", "--name", name)
     assert human.returncode == 0, human.stderr
     lines = human.stdout.splitlines()
     assert lines[0].startswith(f"Control plane {name!r} (pid {control_plane.pid}), up ")
     assert lines[1] == "Queued: critical 0, high 0, normal 0, low 0"
-    assert lines[3].split() == ["WORKER", "PID", "STATE", "TASKS", "CPU", "%", "RSS", "MiB"]
+    assert lines[2].startswith("Submitted: ") and ", failed: " in lines[2]
+    assert lines[3].split() == ["WORKER", "PID", "STATE", "TASK", "TASKS", "CPU", "%", "RSS", "MiB"]
     assert [line.split()[0] for line in lines[4:]] == ["0", "1"]
 
 
