@@ -2,6 +2,7 @@
 through a shared-memory priority ring."""
 
 from .client import Client
+from .executor import BrokenExecutor, Executor, RemoteTraceback
 from .errors import (
     ClientClosedError,
     ConfigError,
@@ -24,13 +25,16 @@ from .tasks.registry import load_task_modules, task
 __version__ = "0.1.0"
 
 __all__ = [
+    "BrokenExecutor",
     "Client",
     "ClientClosedError",
     "ConfigError",
     "ControlPlaneUnavailable",
     "DuplicateTaskError",
+    "Executor",
     "FastWorkerError",
     "PayloadTooLargeError",
+    "RemoteTraceback",
     "SegmentError",
     "SerializationError",
     "SerializationFormat",

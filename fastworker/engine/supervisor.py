@@ -44,7 +44,10 @@ class Supervisor:
         loop: asyncio.AbstractEventLoop,
         on_arena: Callable[[], None] = lambda: None,
         client_fd: Callable[[int, int], int | None] | None = None,
+        on_initializer_failed: Callable[[], None] = lambda: None,
     ) -> None:
+        self.on_initializer_failed = on_initializer_failed
+        self.initializer_failed = False
         self.loop = loop
         self.on_arena = on_arena  # the arena's pages are reserved: wake submitters waiting for room
         self.client_fd = client_fd  # (client, generation) -> eventfd, for workers of an attachable engine
@@ -122,7 +125,10 @@ class Supervisor:
             elif msg.kind == zygote.ARENA:
                 self.on_arena()
             elif msg.kind == zygote.EXITED:
-                self._finalize(msg.index, msg.incarnation, msg.pid, describe_exit(msg.status))
+                self._finalize(
+                    msg.index, msg.incarnation, msg.pid, describe_exit(msg.status),
+                    code=os.waitstatus_to_exitcode(msg.status),
+                )
             elif msg.kind == zygote.FAILED:
                 log.error("could not fork worker %d: %s", msg.index, os.strerror(msg.status))
                 self._respawn_later(msg.index, young=True)
@@ -164,21 +170,35 @@ class Supervisor:
         if not self.loop.is_closed():  # stopping at exit, after asyncio.run closed the loop
             self.loop.remove_reader(fd)
 
-    def _finalize(self, index: int, incarnation: int, pid: int, how: str, respawn: bool = True) -> None:
+    def _finalize(
+        self, index: int, incarnation: int, pid: int, how: str, respawn: bool = True, code: int | None = None
+    ) -> None:
         key = (index, incarnation)
         if key in self._finalized or self.stopping:
             return
         self._finalized.add(key)
         if self.incarnations[index] == incarnation:
             self._forget_pidfd(index)
-        self.workers_lost += 1
-        lost = self.segment.reclaim_worker(index, incarnation, inline_failure(WorkerLostError(f"worker {index} (pid {pid}) {how}")))
-        log.warning("worker %d (pid %d) %s; %d task(s) failed; replacing it", index, pid, how, len(lost))
+        lost = self.segment.reclaim_worker(
+            index, incarnation, inline_failure(WorkerLostError(f"worker {index} (pid {pid}) {how}"))
+        )
         if lost:
             self.on_lost(lost)
+        if code == zygote.INITIALIZER_FAILED:
+            # Its initializer raised (the traceback is on stderr): a new worker would too.
+            log.error("worker %d (pid %d): the initializer failed; not replacing it", index, pid)
+            self.initializer_failed = True
+            self.on_initializer_failed()
+            return
+        if code == 0 and not lost:
+            log.info("worker %d (pid %d) retired after its task quota; replacing it", index, pid)
+            respawn_young = False
+        else:
+            self.workers_lost += 1
+            log.warning("worker %d (pid %d) %s; %d task(s) failed; replacing it", index, pid, how, len(lost))
+            respawn_young = time.monotonic() - self._born.get(index, 0.0) < _YOUNG
         if respawn and self.incarnations[index] == incarnation:
-            born = self._born.get(index, 0.0)
-            self._respawn_later(index, young=time.monotonic() - born < _YOUNG)
+            self._respawn_later(index, young=respawn_young)
 
     def _respawn_later(self, index: int, young: bool) -> None:
         self._young_deaths[index] = self._young_deaths[index] + 1 if young else 0

@@ -61,8 +61,10 @@ class Worker:
         tasks: Sequence[TaskDefinition],
         codec: Codec,
         notify_fds: FdLookup | Mapping[int, int],
+        max_tasks: int | None = None,
     ) -> None:
         self.ring = ring
+        self.max_tasks = max_tasks  # leave after this many tasks (the owner forks a fresh worker)
         self.index = index
         self.incarnation = incarnation
         self.tasks = tasks  # indexed by fn_id: the registry snapshot taken when the engine started
@@ -80,12 +82,17 @@ class Worker:
         """
         ring = self.ring
         index, incarnation, notify_fds = self.index, self.incarnation, self.notify_fds
+        left = self.max_tasks if self.max_tasks else -1
         try:
             item = ring.take(index, incarnation, None)
             while item is not None:
+                left -= 1
                 handle, _client, fn_id, flags, _tag, _lane, payload = item
                 status, out_flags, out = self.execute(fn_id, flags, payload)
                 self.tasks_run += 1
+                if left == 0:  # recycled: publish this result, take nothing more
+                    self._complete(handle, status, out_flags, out)
+                    return
                 try:
                     # The ring asks notify_fds for the fd of the client it delivers to,
                     # only when that client must be woken.
@@ -110,12 +117,15 @@ class Worker:
             return False
         handle, _client, fn_id, flags, _tag, _lane, payload = item
         status, out_flags, out = self.execute(fn_id, flags, payload)
-        try:
-            self.ring.complete(handle, self.index, self.incarnation, status, out_flags, out, self.notify_fds)
-        except (_native.TooBig, _native.ArenaFailed) as exc:
-            self._complete_oversized(handle, exc, len(out), self.notify_fds)
+        self._complete(handle, status, out_flags, out)
         self.tasks_run += 1
         return True
+
+    def _complete(self, handle: int, status: int, flags: int, out: bytes) -> None:
+        try:
+            self.ring.complete(handle, self.index, self.incarnation, status, flags, out, self.notify_fds)
+        except (_native.TooBig, _native.ArenaFailed) as exc:
+            self._complete_oversized(handle, exc, len(out), self.notify_fds)
 
     def _complete_oversized(self, handle: int, exc: Exception, size: int, fd: Any) -> None:
         """The result did not fit in the arena: fail the task, inline, saying why."""

@@ -37,7 +37,7 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .. import _native
@@ -48,6 +48,8 @@ from .fdchannel import ClientFds
 from .worker import FdLookup, Worker
 
 SPAWN, QUIT, SPAWNED, EXITED, FAILED, ARENA = b"S", b"Q", b"P", b"X", b"F", b"A"
+# A worker whose initializer raised exits with this code: respawning it would fail again.
+INITIALIZER_FAILED = 86
 _MSG = struct.Struct("<cIIii")
 
 
@@ -82,6 +84,9 @@ class WorkerSpec:
     codec: Codec
     notify_fds: Mapping[int, int]  # clients known at fork time (the embedded owner)
     attachable: bool = False  # clients attach later: workers fetch their fds (fdchannel.py)
+    initializer: Callable[..., object] | None = None  # run once in each new worker
+    initargs: tuple = ()
+    max_tasks_per_child: int | None = None  # recycle a worker after this many tasks
 
 
 def describe_exit(wait_status: int) -> str:
@@ -292,7 +297,16 @@ class Zygote:
                 if channel is not None:
                     channel[0].close()
                     notify_fds = ClientFds(spec.segment, channel[1])
-                Worker(spec.segment, index, incarnation, spec.tasks, spec.codec, notify_fds).run()
+                if spec.initializer is not None:
+                    try:
+                        spec.initializer(*spec.initargs)
+                    except BaseException:  # noqa: BLE001 - reported, and the owner stops respawning
+                        traceback.print_exc()
+                        code = INITIALIZER_FAILED
+                        return
+                Worker(
+                    spec.segment, index, incarnation, spec.tasks, spec.codec, notify_fds, spec.max_tasks_per_child
+                ).run()
             except BaseException:  # noqa: BLE001
                 traceback.print_exc()
                 code = 1
