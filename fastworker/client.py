@@ -22,7 +22,8 @@ import atexit
 import logging
 import os
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -34,6 +35,7 @@ from .errors import (
     ControlPlaneUnavailable,
     PayloadTooLargeError,
     SharedMemoryFullError,
+    TaskFailedError,
     TaskNotFoundError,
     TaskTimeoutError,
     UnknownTaskError,
@@ -416,6 +418,51 @@ class Client:
         """Queue a task and wait for its final result (up to the Client's ``timeout``)."""
         task_id = await self.delay(task_name, *args, priority=priority, **(kwargs or {}))
         return await self.wait(task_id, timeout=self.config.timeout)
+
+    async def map(
+        self,
+        task_name: str,
+        iterable: Iterable[Any],
+        /,
+        *,
+        star: bool = False,
+        priority: Any = _NORMAL,
+        window: int | None = None,
+    ) -> AsyncIterator[Any]:
+        """Run a task on every item; its results in input order, as an async iterator.
+
+        ``star=True`` unpacks each item into the task's arguments.  At most
+        ``window`` tasks are in flight (default: enough to keep every worker
+        busy), so a lazy or endless iterable is read only as far as needed.  A
+        failed task raises ``TaskFailedError`` (its ``.result`` is the
+        TaskResult); tasks still queued then are cancelled.
+        """
+        width = window if window is not None else max(64, 8 * self.config.workers)
+        if width < 1:
+            raise ValueError(f"window must be >= 1, not {width!r}")
+        items = iter(iterable)
+        ids: deque[str] = deque()
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(ids) < width:
+                    try:
+                        item = next(items)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    args = tuple(item) if star else (item,)
+                    ids.append(await self.delay(task_name, *args, priority=priority))
+                if not ids:
+                    return
+                result = await self.wait(ids.popleft())
+                if result.status is not SUCCESS:
+                    raise TaskFailedError(result)
+                yield result.result
+        finally:
+            for task_id in ids:
+                if not self._closed:
+                    self._cancel_local(task_id)
 
     async def submit_batch(self, tasks: Iterable[Mapping[str, Any]], default_priority: Any = _NORMAL) -> list[str]:
         """Queue many tasks; ids in input order.

@@ -31,6 +31,7 @@ __all__ = [
     "SegmentError",
     "SerializationError",
     "SharedMemoryFullError",
+    "TaskFailedError",
     "TaskModuleImportError",
     "TaskNotFoundError",
     "TaskTimeoutError",
@@ -211,3 +212,15 @@ class ConfigError(FastWorkerError, ValueError):
 
 class TaskNotFoundError(FastWorkerError, LookupError):
     """A task id this client does not know: never submitted here, or its result expired."""
+
+
+class TaskFailedError(FastWorkerError):
+    """A task ended in FAILURE where the API returns values, not TaskResults (``Client.map``).
+
+    ``.result`` is the task's TaskResult: its ``error`` ("Type: message") and the worker's
+    ``traceback``.
+    """
+
+    def __init__(self, result: Any) -> None:
+        super().__init__(f"task {result.task_id} ({result.task_name}) failed: {result.error}")
+        self.result = result

@@ -128,3 +128,10 @@ def busy_for(microseconds):
     while time.perf_counter() < deadline:
         pass
     return microseconds
+
+
+@task
+def fail_on_two(x):
+    if x == 2:
+        raise ValueError("no 2")
+    return x

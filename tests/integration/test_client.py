@@ -388,3 +388,46 @@ def test_bursts_of_delays_never_lose_a_wake_up(client_factory):
 
     stats = run(main())
     assert stats["rescues"] == 0
+
+
+def test_map_yields_results_in_order_and_raises_a_failure(client_factory):
+    from fastworker import TaskFailedError
+
+    async def main():
+        async with client_factory() as client:
+            echoed = [value async for value in client.map("echo", range(300), window=16)]
+            sums = [value async for value in client.map("add", [(1, 2), (3, 4)], star=True)]
+            empty = [value async for value in client.map("echo", [])]
+            seen = []
+            with pytest.raises(TaskFailedError, match="ValueError: no 2") as info:
+                async for value in client.map("fail_on_two", [0, 1, 2, 3, 4], window=2):
+                    seen.append(value)
+            return echoed, sums, empty, seen, info.value.result
+
+    echoed, sums, empty, seen, failed = run(main())
+    assert echoed == list(range(300))
+    assert sums == [3, 7]
+    assert empty == []
+    assert seen == [0, 1]
+    assert failed.error == "ValueError: no 2" and "fail_on_two" in failed.traceback
+
+
+def test_map_reads_a_lazy_iterable_only_as_far_as_it_needs(client_factory):
+    pulled = []
+
+    def numbers():
+        for i in range(10_000):
+            pulled.append(i)
+            yield i
+
+    async def main():
+        async with client_factory() as client:
+            got = []
+            async for value in client.map("echo", numbers(), window=5):
+                got.append(value)
+                if len(got) == 20:
+                    break
+            return got
+
+    assert run(main()) == list(range(20))
+    assert len(pulled) <= 20 + 5 + 1
