@@ -6,7 +6,9 @@
 Per group, one row per benchmark: its headline number (median µs, tasks/s,
 ms, or MiB for memory), p50/p99 where recorded, and the ratio against the
 fastworker row of the *same* run (``extra_info["baseline"]``), so machine
-speed cancels out.  Several files give one section each, to check stability.
+speed cancels out.  Rows with ``extra_info["case"]`` (the Executor groups:
+list vs range, bytes vs ndarray) get one table per case, each against its
+own baseline.  Several files give one section each, to check stability.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-GROUP_ORDER = ("latency", "throughput", "startup", "memory", "attached")
+GROUP_ORDER = ("latency", "throughput", "startup", "memory", "attached", "map", "cpu", "payload")
 
 
 def _fmt(value: float) -> str:
@@ -79,6 +81,30 @@ LAYOUT: dict[str, tuple[Column, bool, str, str, list[Column]]] = {
         [Column("p99 µs", _extra("in_loop_p99_us")), Column("tasks/s", _extra("tasks_per_s")),
          Column("attach p50 ms", _extra("attach_p50_ms"))],
     ),
+    # fastworker.Executor (bench/test_executor.py); one table per extra_info["case"]
+    "map": (
+        Column("items/s", _extra("items_per_s")),
+        True, "slower", "faster",
+        [Column("items/round", _extra("items")), Column("median s/round", _median_s)],
+    ),
+    # speedup = serial median / parallel median, serial timed in the same test; "of ceiling" =
+    # the ceiling's (two plain forked processes) median time / this row's, the ceiling timed in
+    # the same test, interleaved round by round
+    # (the headline: speedups compare across rows only to ~15 %, the serial run's speed varies by process)
+    "cpu": (
+        Column("of ceiling", _extra("of_ceiling")),
+        True, "lower", "higher",
+        [Column("speedup", _extra("speedup")), Column("parallel s", _extra("parallel_s")),
+         Column("ceiling s", _extra("ceiling_parallel_s")),
+         Column("serial s", _extra("serial_s")), Column("ms/task", _extra("task_ms"))],
+    ),
+    "payload": (
+        Column("p50 ms", lambda b: b["extra_info"]["p50_us"] / 1e3),
+        False, "slower", "faster",
+        [Column("p99 ms", lambda b: b["extra_info"]["p99_us"] / 1e3),
+         Column("min ms", lambda b: b["stats"]["min"] * 1e3),
+         Column("caller faults/round", _extra("caller_minflt_per_round"))],
+    ),
 }
 
 
@@ -125,8 +151,13 @@ def summarize(data: dict, source: str) -> str:
         f"commit {_commit(commit)} · load {_load(machine)}",
     ]
     order = [g for g in GROUP_ORDER if g in groups] + sorted(g for g in groups if g not in GROUP_ORDER)
+    tables: list[tuple[str, str | None, list[dict]]] = []
     for group in order:
-        rows = groups[group]
+        cases: dict[str | None, list[dict]] = {}
+        for b in groups[group]:
+            cases.setdefault(b["extra_info"].get("case"), []).append(b)
+        tables += [(group, case, rows) for case, rows in cases.items()]
+    for group, case, rows in tables:
         if group not in LAYOUT:
             layout = (Column("median s", _median_s), False, "slower", "faster", [])
         else:
@@ -136,7 +167,7 @@ def summarize(data: dict, source: str) -> str:
         base = head.get(base_rows[0]) if base_rows else None
         rows.sort(key=lambda b: (not b["extra_info"].get("baseline"), b["extra_info"].get("impl") != "fastworker",
                                  (-1 if higher_is_better else 1) * (head.get(b) or 0)))
-        lines += ["", f"**{group}**", ""]
+        lines += ["", f"**{group}**" + (f" — {case}" if case else ""), ""]
         lines.append("| " + " | ".join(["benchmark", head.title, *(c.title for c in others), "vs fastworker"]) + " |")
         lines.append("|" + "---|" * (len(others) + 3))
         notes = []
