@@ -18,6 +18,7 @@ LAYOUT_VERSION: Final = 2  # FW_LAYOUT_VERSION
 MAX_WORKERS: Final = 256  # FW_MAX_WORKERS
 MAX_CLIENTS: Final = 1024  # FW_MAX_CLIENTS
 RESULT_SUCCESS: Final = 1  # enum fw_result_status
+RESULT_KEEP: Final = 65536  # result flag: drain() lends the payload as a SlotBuffer
 RESULT_FAILURE: Final = 2
 SLOT_QUEUED: Final = 2  # enum fw_slot_state (as handle_state() reports it)
 SLOT_RUNNING: Final = 3
@@ -156,6 +157,17 @@ _Submission = tuple[int, int, int, int, ReadableBuffer]
 # -------------------------------------------------------------------- Segment
 
 @final
+class SlotBuffer:
+    """A finished task's payload lent from the arena (buffer protocol); its slot is released
+    when this and every view of it are gone."""
+
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def address(self) -> int: ...
+    # Exposes the buffer protocol (memoryview(buf), numpy.frombuffer, pickle.loads(buffers=)).
+
+@final
 class Segment:
     """A mapped shared segment.  Made only by create() or attach(); unmapped by close()."""
 
@@ -258,6 +270,9 @@ class Segment:
 
     @property
     def name(self) -> str: ...
+    @property
+    def base_address(self) -> int:
+        """Where this process maps the segment."""
     @property
     def closed(self) -> bool: ...
     @property

@@ -35,8 +35,9 @@ from typing import Any
 
 from . import _native
 from .config import Config
-from .engine import shm
+from .engine import oob, shm
 from .engine.supervisor import Supervisor
+from .engine.worker import WANT_LENT
 from .engine.zygote import WorkerSpec
 from .errors import ClientClosedError, FastWorkerError, PayloadTooLargeError, SerializationError
 from .tasks.models import TaskPriority
@@ -206,7 +207,9 @@ class Executor(concurrent.futures.Executor):
                 if self._broken is not None:
                     raise BrokenExecutor(str(self._broken))
                 try:
-                    handle = self._segment.submit(self._client, _NORMAL, fn_id, 0, next(self._counter), payload)
+                    handle = self._segment.submit(
+                        self._client, _NORMAL, fn_id, WANT_LENT, next(self._counter), payload
+                    )
                 except _native.Full:
                     self._room.wait(0.1)  # the collector notifies when it frees slots
                     continue
@@ -289,14 +292,14 @@ class Executor(concurrent.futures.Executor):
                 with self._room:
                     futures = [(self._pending.pop(item[0], None), item) for item in items]
                     self._room.notify_all()
-                for future, (_handle, status, _flags, _tag, payload, _t0, _t1) in futures:
+                for future, (_handle, status, flags, _tag, payload, _t0, _t1) in futures:
                     if future is not None and future.set_running_or_notify_cancel():
-                        self._settle(future, status, payload)
+                        self._settle(future, status, payload, flags)
             if not segment.arm(client):
                 return
 
     @staticmethod
-    def _settle(future: concurrent.futures.Future, status: int, payload: bytes) -> None:
+    def _settle(future: concurrent.futures.Future, status: int, payload: Any, flags: int = 0) -> None:
         if status != _native.RESULT_SUCCESS:
             error, tb = decode_failure(payload)
             exc: BaseException = _failure_exception(error)
@@ -305,7 +308,8 @@ class Executor(concurrent.futures.Executor):
             future.set_exception(exc)
             return
         try:
-            value = _unpickle(payload)
+            # A lent result (a SlotBuffer): its arrays are views of the arena.
+            value = oob.decode(payload) if flags & _native.RESULT_KEEP else _unpickle(payload)
         except BaseException as exc:  # noqa: BLE001
             future.set_exception(exc)
             return
@@ -496,7 +500,7 @@ def _length(iterable: Any) -> int | None:
 
 def _progress_bar(total: int | None) -> Any:
     try:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]
     except ImportError:
         raise ImportError("map(progress=True) draws its bar with tqdm: pip install tqdm") from None
     return tqdm(total=total, unit="item")

@@ -67,7 +67,14 @@ typedef struct {
     fw_seg seg;
     PyObject *name;
     int owner;
+    Py_ssize_t live_buffers; /* SlotBuffers not yet released: the mapping must outlive them */
+    int closing;             /* close() was asked while buffers lived: unmap with the last one */
 } SegmentObject;
+
+/* Result flag a worker sets on a payload that should be lent, not copied:
+ * drain() returns a SlotBuffer over the slot's arena block, and the slot
+ * stays HELD until that buffer (and every view of it) is released. */
+#define FW_RESULT_KEEP 0x10000u
 
 static void *gil_release(void) { return PyEval_SaveThread(); }
 static void gil_acquire(void *st) { PyEval_RestoreThread((PyThreadState *)st); }
@@ -80,6 +87,8 @@ static SegmentObject *segment_new(PyObject *name)
     if (!o)
         return NULL;
     memset(&o->seg, 0, sizeof o->seg);
+    o->live_buffers = 0;
+    o->closing = 0;
     o->seg.block_begin = gil_release;
     o->seg.block_end = gil_acquire;
     Py_INCREF(name);
@@ -95,9 +104,78 @@ static void segment_dealloc(SegmentObject *self)
     PyObject_Free(self);
 }
 
+/* ------------------------------------------------------------ SlotBuffer */
+
+/* A finished task's payload lent in place: the bytes stay in the arena, the
+ * slot stays HELD, and both go back to the ring when this object goes. */
+typedef struct {
+    PyObject_HEAD
+    SegmentObject *owner;
+    uint32_t idx;
+    uint8_t *data;
+    Py_ssize_t len;
+} SlotBufferObject;
+
+static PyTypeObject SlotBufferType;
+
+static int slotbuffer_getbuffer(SlotBufferObject *self, Py_buffer *view, int flags)
+{
+    return PyBuffer_FillInfo(view, (PyObject *)self, self->data, self->len, 0, flags);
+}
+
+static void slotbuffer_dealloc(SlotBufferObject *self)
+{
+    SegmentObject *seg = self->owner;
+    if (seg->seg.base)
+        fw_release(&seg->seg, &self->idx, 1);
+    if (--seg->live_buffers == 0 && seg->closing)
+        fw_seg_close(&seg->seg); /* the close() that was waiting for us */
+    Py_DECREF(seg);
+    PyObject_Free(self);
+}
+
+static PyObject *slotbuffer_len(SlotBufferObject *self, void *c) { return PyLong_FromSsize_t(self->len); }
+
+static PyObject *slotbuffer_address(SlotBufferObject *self, void *c)
+{
+    return PyLong_FromVoidPtr(self->data);
+}
+
+static PyGetSetDef slotbuffer_getset[] = {
+    {"nbytes", (getter)slotbuffer_len, NULL, "payload length", NULL},
+    {"address", (getter)slotbuffer_address, NULL, "where the payload lies (inside the segment's mapping)", NULL},
+    {NULL},
+};
+
+static PyBufferProcs slotbuffer_as_buffer = {(getbufferproc)slotbuffer_getbuffer, NULL};
+
+static PyTypeObject SlotBufferType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "fastworker._native.SlotBuffer",
+    .tp_basicsize = sizeof(SlotBufferObject),
+    .tp_dealloc = (destructor)slotbuffer_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A task's result lent from the shared arena; the slot is freed when this is released.",
+    .tp_as_buffer = &slotbuffer_as_buffer,
+    .tp_getset = slotbuffer_getset,
+};
+
+static PyObject *slotbuffer_new(SegmentObject *seg, uint32_t idx, uint8_t *data, Py_ssize_t len)
+{
+    SlotBufferObject *o = PyObject_New(SlotBufferObject, &SlotBufferType);
+    if (!o)
+        return NULL;
+    Py_INCREF(seg);
+    o->owner = seg;
+    o->idx = idx;
+    o->data = data;
+    o->len = len;
+    seg->live_buffers++;
+    return (PyObject *)o;
+}
+
 #define CHECK_OPEN(self)                                                              \
     do {                                                                              \
-        if (!(self)->seg.base) {                                                      \
+        if (!(self)->seg.base || (self)->closing) {                                   \
             PyErr_SetString(PyExc_ValueError, "operation on a closed fastworker segment"); \
             return NULL;                                                              \
         }                                                                             \
@@ -201,6 +279,10 @@ static PyObject *seg_reserve_arena(SegmentObject *self, PyObject *unused)
 
 static PyObject *seg_close(SegmentObject *self, PyObject *unused)
 {
+    if (self->live_buffers > 0) {
+        self->closing = 1; /* unmapped when the last lent result is released */
+        Py_RETURN_NONE;
+    }
     fw_seg_close(&self->seg);
     Py_RETURN_NONE;
 }
@@ -477,13 +559,22 @@ static PyObject *seg_drain(SegmentObject *self, PyObject *args)
         if (n == 0)
             break;
         int failed = 0;
-        for (uint32_t i = 0; i < n && !failed; i++) {
+        uint32_t release[DRAIN_BATCH], nrelease = 0;
+        for (uint32_t i = 0; i < n; i++) {
             fw_slot *sl = &self->seg.slots[idx[i]];
-            const uint8_t *data = sl->block == FW_NONE ? sl->inline_data : fw_arena_ptr(&self->seg, sl->block);
+            int lend = (sl->flags & FW_RESULT_KEEP) && sl->block != FW_NONE && !failed;
+            if (!lend)
+                release[nrelease++] = idx[i];
+            if (failed)
+                continue;
+            uint8_t *data = sl->block == FW_NONE ? sl->inline_data : fw_arena_ptr(&self->seg, sl->block);
+            PyObject *payload = lend ? slotbuffer_new(self, idx[i], data, sl->len) : copy_bytes(&self->seg, data, sl->len);
+            if (lend && !payload)
+                release[nrelease++] = idx[i]; /* not lent after all */
             PyObject *items[7] = {
                 PyLong_FromUnsignedLongLong(fw_handle(idx[i], sl->gen)), PyLong_FromUnsignedLong(sl->status),
                 PyLong_FromUnsignedLong(sl->flags), PyLong_FromUnsignedLongLong(sl->tag),
-                copy_bytes(&self->seg, data, sl->len), PyLong_FromUnsignedLongLong(sl->t_start),
+                payload, PyLong_FromUnsignedLongLong(sl->t_start),
                 PyLong_FromUnsignedLongLong(sl->t_end),
             };
             PyObject *item = tuple_of(7, items);
@@ -491,7 +582,7 @@ static PyObject *seg_drain(SegmentObject *self, PyObject *args)
                 failed = 1;
             Py_XDECREF(item);
         }
-        fw_release(&self->seg, idx, n);
+        fw_release(&self->seg, release, nrelease);
         if (failed) {
             Py_DECREF(list);
             return NULL;
@@ -762,7 +853,10 @@ static PyObject *seg_handle_state(SegmentObject *self, PyObject *arg)
 }
 
 static PyObject *seg_get_name(SegmentObject *self, void *c) { return Py_NewRef(self->name); }
-static PyObject *seg_get_closed(SegmentObject *self, void *c) { return PyBool_FromLong(self->seg.base == NULL); }
+static PyObject *seg_get_closed(SegmentObject *self, void *c)
+{
+    return PyBool_FromLong(self->seg.base == NULL || self->closing);
+}
 
 #define HEADER_GETTER(field, conv)                                                   \
     static PyObject *seg_get_##field(SegmentObject *self, void *c)                   \
@@ -784,6 +878,12 @@ static PyObject *seg_get_arena_max_block(SegmentObject *self, void *c)
 {
     CHECK_OPEN(self);
     return PyLong_FromUnsignedLongLong(1ULL << self->seg.h->arena_max_order);
+}
+
+static PyObject *seg_get_base_address(SegmentObject *self, void *c)
+{
+    CHECK_OPEN(self);
+    return PyLong_FromVoidPtr(self->seg.base);
 }
 
 static PyObject *seg_get_free_slots(SegmentObject *self, void *c)
@@ -822,6 +922,7 @@ static PyGetSetDef seg_getset[] = {
     {"is_shutdown", (getter)seg_get_is_shutdown, NULL, NULL, NULL},
     {"arena_state", (getter)seg_get_arena_state, NULL, "'pending' until the arena's pages are reserved, then 'ready' (or 'failed')", NULL},
     {"free_slots", (getter)seg_get_free_slots, NULL, "free slots now (a hint: others may take them)", NULL},
+    {"base_address", (getter)seg_get_base_address, NULL, "where this process maps the segment", NULL},
     {NULL},
 };
 
@@ -935,13 +1036,16 @@ static int add_error(PyObject *m, PyObject **slot, const char *name, PyObject *b
 
 PyMODINIT_FUNC PyInit__native(void)
 {
-    if (PyType_Ready(&SegmentType) < 0)
+    if (PyType_Ready(&SegmentType) < 0 || PyType_Ready(&SlotBufferType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&native_module);
     if (!m)
         return NULL;
     Py_INCREF(&SegmentType);
     if (PyModule_AddObject(m, "Segment", (PyObject *)&SegmentType) < 0)
+        return NULL;
+    Py_INCREF(&SlotBufferType);
+    if (PyModule_AddObject(m, "SlotBuffer", (PyObject *)&SlotBufferType) < 0)
         return NULL;
     if (add_error(m, &FullError, "Full", PyExc_Exception) || add_error(m, &TooBigError, "TooBig", PyExc_ValueError) ||
         add_error(m, &ShutdownError, "Shutdown", PyExc_Exception) ||
@@ -959,6 +1063,7 @@ PyMODINIT_FUNC PyInit__native(void)
     PyModule_AddIntConstant(m, "MAX_CLIENTS", FW_MAX_CLIENTS);
     PyModule_AddIntConstant(m, "RESULT_SUCCESS", FW_RESULT_SUCCESS);
     PyModule_AddIntConstant(m, "RESULT_FAILURE", FW_RESULT_FAILURE);
+    PyModule_AddIntConstant(m, "RESULT_KEEP", FW_RESULT_KEEP);
     PyModule_AddIntConstant(m, "SLOT_QUEUED", FW_SLOT_QUEUED);
     PyModule_AddIntConstant(m, "SLOT_RUNNING", FW_SLOT_RUNNING);
     PyModule_AddIntConstant(m, "WORKER_IDLE", FW_WORKER_IDLE);

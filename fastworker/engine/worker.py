@@ -16,10 +16,14 @@ from typing import Any, Protocol
 from .. import _native
 from ..errors import PayloadTooLargeError, SharedMemoryFullError, UnknownTaskError
 from ..tasks.registry import TaskDefinition
-from ..tasks.serialization import Codec, encode_failure
+from ..tasks.serialization import PICKLE_CODEC, Codec, encode_failure
+from . import oob
 
 SUCCESS = _native.RESULT_SUCCESS
 FAILURE = _native.RESULT_FAILURE
+# Submission flag (the codec uses bit 0): lay a pickled result's big buffers
+# out of band and lend them to the submitter instead of copying them back.
+WANT_LENT = 2
 
 
 def inline_failure(error: BaseException) -> bytes:
@@ -42,11 +46,11 @@ class Ring(Protocol):
     def take(self, worker: int, incarnation: int, timeout: float | None = None, /) -> tuple | None: ...
 
     def complete(
-        self, handle: int, worker: int, incarnation: int, status: int, flags: int, payload: bytes, notify_fd: Any, /
+        self, handle: int, worker: int, incarnation: int, status: int, flags: int, payload: bytes | bytearray, notify_fd: Any, /
     ) -> bool: ...
 
     def complete_take(
-        self, handle: int, worker: int, incarnation: int, status: int, flags: int, payload: bytes, notify_fd: Any, /
+        self, handle: int, worker: int, incarnation: int, status: int, flags: int, payload: bytes | bytearray, notify_fd: Any, /
     ) -> tuple | None: ...
 
 
@@ -121,7 +125,7 @@ class Worker:
         self.tasks_run += 1
         return True
 
-    def _complete(self, handle: int, status: int, flags: int, out: bytes) -> None:
+    def _complete(self, handle: int, status: int, flags: int, out: bytes | bytearray) -> None:
         try:
             self.ring.complete(handle, self.index, self.incarnation, status, flags, out, self.notify_fds)
         except (_native.TooBig, _native.ArenaFailed) as exc:
@@ -138,7 +142,7 @@ class Worker:
             error = SharedMemoryFullError("the shared arena could not be reserved in /dev/shm; the result was dropped")
         self.ring.complete(handle, self.index, self.incarnation, FAILURE, 0, inline_failure(error), fd)
 
-    def execute(self, fn_id: int, flags: int, payload: bytes) -> tuple[int, int, bytes]:
+    def execute(self, fn_id: int, flags: int, payload: bytes) -> tuple[int, int, bytes | bytearray]:
         """Decode, call, encode: (status, flags, payload), never raising.
 
         Everything the task raises, SystemExit and KeyboardInterrupt
@@ -152,6 +156,10 @@ class Worker:
         try:
             args, kwargs = self.codec.decode_args(payload, flags)
             value = self._call(defn, args, kwargs)
+            if flags & WANT_LENT and self.codec is PICKLE_CODEC:
+                # The submitter takes big buffers as views of the arena (oob.py).
+                out, lent = oob.encode(value)
+                return SUCCESS, _native.RESULT_KEEP if lent else 0, out
             return SUCCESS, 0, self.codec.encode_result(defn.name, value)
         except BaseException as exc:  # noqa: BLE001 - the caller gets every failure
             return self._failure(exc)

@@ -79,3 +79,13 @@ def failing_initializer(delay):
 
 def row_sum(row):
     return int(row.sum())
+
+
+def double(array):
+    return array * 2
+
+
+def small_and_big(n):
+    import numpy as np
+
+    return {"small": np.arange(4), "big": np.arange(n, dtype=np.float64)}

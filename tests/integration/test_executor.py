@@ -516,3 +516,60 @@ def test_map_over_a_numpy_array(ex):
     rows = np.arange(60).reshape(12, 5)
     assert list(ex.map(funcs.row_sum, rows)) == [int(r.sum()) for r in rows]
     assert list(ex.map(funcs.add, values[:10], values[::-1])) == [999] * 10
+
+
+# ---------------------------------------------------------------- zero copy
+
+
+def _inside(segment, array) -> bool:
+    address = array.__array_interface__["data"][0]
+    return segment.base_address <= address < segment.base_address + segment.size
+
+
+def test_a_big_numpy_result_is_a_view_of_the_shared_segment_freed_when_released():
+    np = pytest.importorskip("numpy")
+    data = np.random.default_rng(1).random(1 << 20)  # 8 MiB
+    with Executor(workers=2, arena_size="64MiB") as ex:
+        segment = ex._segment
+        result = ex.submit(funcs.double, data).result()
+        assert np.array_equal(result, data * 2)
+        assert _inside(segment, result)  # no copy on the way back
+        assert result.flags.writeable
+        result[0] = -1.0  # the caller owns it now
+        assert segment.check()["held"] == 1
+        del result
+        import gc
+
+        gc.collect()
+        census = segment.check()
+        assert census["held"] == 0 and census["error"] == 0
+
+
+def test_small_buffers_come_back_copied_and_mixed_results_leak_nothing():
+    np = pytest.importorskip("numpy")
+    with Executor(workers=2, arena_size="64MiB") as ex:
+        segment = ex._segment
+        for n in (0, 10, 8187, 8188, 70_000, 300_000):
+            out = ex.submit(funcs.small_and_big, n).result()
+            assert np.array_equal(out["small"], np.arange(4))
+            assert np.array_equal(out["big"], np.arange(n, dtype=np.float64))
+            # Lent when the result's buffers add up to 64 KiB (arange(4) is 32 bytes of them).
+            assert _inside(segment, out["big"]) == (n * 8 + 32 >= 64 * 1024)
+            del out
+        import gc
+
+        gc.collect()
+        census = segment.check()
+        assert census["held"] == 0 and census["free"] == segment.nslots and census["arena_used_bytes"] == 0
+
+
+def test_a_lent_result_outlives_the_executor():
+    np = pytest.importorskip("numpy")
+    data = np.arange(100_000, dtype=np.float64)
+    ex = Executor(workers=1, arena_size="8MiB")
+    try:
+        kept = ex.submit(funcs.double, data).result()
+    finally:
+        ex.shutdown()
+    assert kept[-1] == data[-1] * 2  # the mapping stays until the array goes
+    del kept
