@@ -22,6 +22,7 @@ of the tasks it was running, and the executor keeps working.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import itertools
 import os
@@ -47,6 +48,16 @@ from .tasks.serialization import PICKLE_CODEC, decode_failure
 CALL = "fastworker.executor.call"
 CALL_CHUNK = "fastworker.executor.call_chunk"
 _NORMAL = int(TaskPriority.NORMAL)
+
+
+# Executors not shut down yet: one a script forgets is shut down at exit.
+_live_executors: set[Executor] = set()
+
+
+@atexit.register
+def _shut_down_forgotten_executors() -> None:
+    for executor in list(_live_executors):
+        executor.shutdown(wait=False, cancel_futures=True)
 
 
 class RemoteTraceback(FastWorkerError):
@@ -179,6 +190,7 @@ class Executor(concurrent.futures.Executor):
             raise
         self._thread = threading.Thread(target=self._loop.run_forever, name="fastworker-executor", daemon=True)
         self._thread.start()
+        _live_executors.add(self)
 
     # ------------------------------------------------------------ submitting
 
@@ -338,6 +350,7 @@ class Executor(concurrent.futures.Executor):
             if self._shutdown:
                 return
             self._shutdown = True
+            _live_executors.discard(self)
             self._room.notify_all()
             pending = list(self._pending.items())
         if cancel_futures:

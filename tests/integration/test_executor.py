@@ -573,3 +573,30 @@ def test_a_lent_result_outlives_the_executor():
         ex.shutdown()
     assert kept[-1] == data[-1] * 2  # the mapping stays until the array goes
     del kept
+
+
+def test_an_executor_never_shut_down_is_shut_down_at_exit(tmp_path):
+    import subprocess
+    import textwrap
+
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys
+            sys.path.insert(0, sys.argv[1])
+            from fastworker import Executor
+            import executor_funcs as funcs
+
+            if __name__ == "__main__":
+                ex = Executor(workers=2, arena_size="4MiB")
+                print(ex.submit(funcs.square, 9).result(), ex._segment.name, flush=True)
+            """
+        )
+    )
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run([sys.executable, str(script), here], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    result, name = out.stdout.split()
+    assert result == "81"
+    assert not os.path.exists("/dev/shm" + name)
