@@ -195,7 +195,7 @@ class Segment:
         incarnation: int,
         status: int,
         flags: int,
-        payload: ReadableBuffer,
+        payload: ReadableBuffer | tuple[int, list[tuple[int, ReadableBuffer]]],
         notify_fd: int | _FdLookup,
         /,
     ) -> bool:
@@ -210,7 +210,7 @@ class Segment:
         incarnation: int,
         status: int,
         flags: int,
-        payload: ReadableBuffer,
+        payload: ReadableBuffer | tuple[int, list[tuple[int, ReadableBuffer]]],
         notify_fd: int | _FdLookup,
         /,
     ) -> _Taken | None:

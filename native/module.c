@@ -479,6 +479,12 @@ static PyObject *seg_take(SegmentObject *self, PyObject *args)
 
 /* complete(handle, worker, incarnation, status, flags, payload, notify_fd) -> bool
  * False when the slot was reclaimed meanwhile (the result is dropped). */
+#define MAX_PARTS 64
+
+/* complete(handle, worker, incarnation, status, flags, payload, notify_fd)
+ * payload: a buffer, or (total length, [(offset, buffer), ...]) for a result
+ * laid out by the caller, whose pieces are copied straight into place.
+ * -> bool: False when the slot was reclaimed meanwhile (the result is dropped). */
 static PyObject *complete_impl(SegmentObject *self, PyObject *const *args, Py_ssize_t nargs, int take_next)
 {
     CHECK_OPEN(self);
@@ -499,15 +505,58 @@ static PyObject *complete_impl(SegmentObject *self, PyObject *const *args, Py_ss
         fd = PyLong_AsLong(notify_to);
     if (PyErr_Occurred())
         return NULL;
-    Py_buffer view;
-    if (parse_payload(args[5], &view) != 0)
-        return NULL;
+
+    Py_buffer views[MAX_PARTS];
+    fw_part parts[MAX_PARTS];
+    uint32_t nparts = 0, total = 0;
+    PyObject *payload = args[5];
+    if (PyTuple_Check(payload)) {
+        unsigned long long length;
+        PyObject *pieces;
+        if (!PyArg_ParseTuple(payload, "KO", &length, &pieces))
+            return NULL;
+        PyObject *fast = PySequence_Fast(pieces, "complete(): a laid-out result needs a list of (offset, buffer)");
+        if (!fast)
+            return NULL;
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+        if (n > MAX_PARTS || length > UINT32_MAX) {
+            Py_DECREF(fast);
+            return PyErr_Format(PyExc_ValueError, "complete(): at most %d parts and 4 GiB", MAX_PARTS);
+        }
+        for (; nparts < (uint32_t)n; nparts++) {
+            unsigned long long offset;
+            PyObject *buf;
+            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, nparts), "KO", &offset, &buf) ||
+                PyObject_GetBuffer(buf, &views[nparts], PyBUF_SIMPLE) != 0)
+                break;
+            if (offset + (unsigned long long)views[nparts].len > length) {
+                PyBuffer_Release(&views[nparts]);
+                PyErr_SetString(PyExc_ValueError, "complete(): a part ends past the result's length");
+                break;
+            }
+            parts[nparts] = (fw_part){offset, views[nparts].buf, (uint32_t)views[nparts].len};
+        }
+        Py_DECREF(fast);
+        if (nparts < (uint32_t)n) {
+            for (uint32_t i = 0; i < nparts; i++)
+                PyBuffer_Release(&views[i]);
+            return NULL;
+        }
+        total = (uint32_t)length;
+    } else {
+        if (parse_payload(payload, &views[0]) != 0)
+            return NULL;
+        parts[0] = (fw_part){0, views[0].buf, (uint32_t)views[0].len};
+        nparts = 1;
+        total = (uint32_t)views[0].len;
+    }
     int notify = 0, took = 0;
     uint32_t client = 0;
     fw_taken next;
     int rc = fw_complete(&self->seg, handle, (uint32_t)widx, (uint32_t)inc, (uint32_t)status, (uint32_t)flags,
-                         view.buf, (uint32_t)view.len, &notify, &client, take_next ? &next : NULL, &took);
-    PyBuffer_Release(&view);
+                         parts, nparts, total, &notify, &client, take_next ? &next : NULL, &took);
+    for (uint32_t i = 0; i < nparts; i++)
+        PyBuffer_Release(&views[i]);
     if (rc != FW_OK && rc != FW_E_STALE)
         return raise_status(rc, "complete");
     if (notify && !PyLong_Check(notify_to)) {

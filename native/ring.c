@@ -626,9 +626,16 @@ static int notify_armed(fw_seg *s, uint32_t client)
     return 0;
 }
 
+static void copy_parts(fw_seg *s, uint8_t *dst, const fw_part *parts, uint32_t nparts, uint32_t len)
+{
+    for (uint32_t i = 0; i < nparts; i++)
+        if (parts[i].offset + parts[i].len <= len)
+            copy_maybe_unlocked(s, dst + parts[i].offset, parts[i].data, parts[i].len);
+}
+
 int fw_complete(fw_seg *s, uint64_t handle, uint32_t widx, uint32_t incarnation, uint32_t status,
-                uint32_t flags, const uint8_t *data, uint32_t len, int *notify_out, uint32_t *client_out,
-                fw_taken *next, int *took_out)
+                uint32_t flags, const fw_part *parts, uint32_t nparts, uint32_t len, int *notify_out,
+                uint32_t *client_out, fw_taken *next, int *took_out)
 {
     uint32_t idx = fw_handle_idx(handle), gen = fw_handle_gen(handle);
     *notify_out = 0;
@@ -672,7 +679,7 @@ int fw_complete(fw_seg *s, uint64_t handle, uint32_t widx, uint32_t incarnation,
             if (LOAD(&s->h->flags) & FW_FLAG_SHUTDOWN)
                 return FW_E_SHUTDOWN;
         }
-        copy_maybe_unlocked(s, fw_arena_ptr(s, sl->block), data, len);
+        copy_parts(s, fw_arena_ptr(s, sl->block), parts, nparts, len);
     }
     if ((rc = fw_lock(s, FW_OP_COMPLETE, idx)) != FW_OK)
         return rc;
@@ -682,7 +689,7 @@ int fw_complete(fw_seg *s, uint64_t handle, uint32_t widx, uint32_t incarnation,
     }
     if (len <= FW_INLINE_CAP) {
         freed = drop_block(s, sl);
-        memcpy(sl->inline_data, data, len);
+        copy_parts(s, sl->inline_data, parts, nparts, len);
     }
     uint32_t client = sl->client;
     int delivered = finish(s, idx, status, flags, len);

@@ -24,6 +24,14 @@ typedef struct {
     const uint8_t *data;
 } fw_taken;
 
+/* A piece of a result written at `offset` of its payload: a result laid out
+ * by the caller (out-of-band buffers) is copied straight into place. */
+typedef struct {
+    uint64_t offset;
+    const uint8_t *data;
+    uint32_t len;
+} fw_part;
+
 /* One task to submit. */
 typedef struct {
     uint32_t lane;
@@ -55,15 +63,16 @@ int fw_take(fw_seg *s, uint32_t widx, uint32_t incarnation, fw_taken *out);
  * worker's sleeping bit is set around the sleep so submitters wake it. */
 int fw_take_wait(fw_seg *s, uint32_t widx, uint32_t incarnation, int64_t timeout_ns, fw_taken *out);
 
-/* Complete a running task with a result of len bytes.  If the result does
+/* Complete a running task with a result of len bytes, given as parts (one
+ * part at offset 0 for a contiguous result; gaps are left as they are).  If the result does
  * not fit in the slot, an arena block is allocated, filled outside the lock
  * and then published.  FW_E_STALE if the slot is no longer this worker's
  * (reclaimed).  *notify_out is set when the client must be woken through
  * its eventfd (it had armed it).  With `next`, the worker's next task is
  * taken under the same lock (*took_out says whether there was one). */
 int fw_complete(fw_seg *s, uint64_t handle, uint32_t widx, uint32_t incarnation, uint32_t status,
-                uint32_t flags, const uint8_t *data, uint32_t len, int *notify_out, uint32_t *client_out,
-                fw_taken *next, int *took_out);
+                uint32_t flags, const fw_part *parts, uint32_t nparts, uint32_t len, int *notify_out,
+                uint32_t *client_out, fw_taken *next, int *took_out);
 
 /* Move up to max DONE slots of `client` to HELD and return their indexes in
  * completion order.  The caller reads them, then releases them. */

@@ -26,8 +26,13 @@ _ALIGN = 64
 MIN_OUT_OF_BAND = 64 * 1024
 
 
-def encode(value: Any) -> tuple[bytes | bytearray, bool]:
-    """(payload, out_of_band): the laid-out block, or a plain protocol-5 pickle."""
+Layout = tuple[int, list[tuple[int, Any]]]  # total length, [(offset, buffer), ...]
+
+
+def encode(value: Any) -> tuple[bytes | Layout, bool]:
+    """(payload, out_of_band): a plain protocol-5 pickle, or the layout of the block as
+    (length, [(offset, buffer), ...]) for the ring to copy each piece straight into place
+    (no intermediate copy of the buffers)."""
     buffers: list[pickle.PickleBuffer] = []
     data = pickle.dumps(value, 5, buffer_callback=buffers.append)
     if not buffers:
@@ -44,15 +49,12 @@ def encode(value: Any) -> tuple[bytes | bytearray, bool]:
         at = -(-at // _ALIGN) * _ALIGN
         places.append((at, raw.nbytes))
         at += raw.nbytes
-    out = bytearray(at)
-    _HEAD.pack_into(out, 0, MAGIC, len(raws), len(data))
-    for i, place in enumerate(places):
-        _ENTRY.pack_into(out, _HEAD.size + i * _ENTRY.size, *place)
-    start = _HEAD.size + _ENTRY.size * len(raws)
-    out[start : start + len(data)] = data
-    for (offset, length), raw in zip(places, raws):
-        out[offset : offset + length] = raw.cast("B")
-    return out, True
+    if len(raws) > 60:  # the ring takes at most 64 pieces: lay many small buffers out in-band
+        return pickle.dumps(value, 5), False
+    head = _HEAD.pack(MAGIC, len(raws), len(data)) + b"".join(_ENTRY.pack(*place) for place in places)
+    pieces: list[tuple[int, Any]] = [(0, head), (len(head), data)]
+    pieces += [(offset, raw.cast("B")) for (offset, _), raw in zip(places, raws)]
+    return (at, pieces), True
 
 
 def decode(block: Any) -> Any:

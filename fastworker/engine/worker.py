@@ -26,6 +26,11 @@ FAILURE = _native.RESULT_FAILURE
 WANT_LENT = 2
 
 
+def _size(out: Any) -> int:
+    """A result's length: bytes, or an out-of-band layout (length, pieces)."""
+    return out[0] if isinstance(out, tuple) else len(out)
+
+
 def inline_failure(error: BaseException) -> bytes:
     """A failure payload that fits in a slot: it must not need the arena."""
     message = str(error)
@@ -46,11 +51,11 @@ class Ring(Protocol):
     def take(self, worker: int, incarnation: int, timeout: float | None = None, /) -> tuple | None: ...
 
     def complete(
-        self, handle: int, worker: int, incarnation: int, status: int, flags: int, payload: bytes | bytearray, notify_fd: Any, /
+        self, handle: int, worker: int, incarnation: int, status: int, flags: int, payload: Any, notify_fd: Any, /
     ) -> bool: ...
 
     def complete_take(
-        self, handle: int, worker: int, incarnation: int, status: int, flags: int, payload: bytes | bytearray, notify_fd: Any, /
+        self, handle: int, worker: int, incarnation: int, status: int, flags: int, payload: Any, notify_fd: Any, /
     ) -> tuple | None: ...
 
 
@@ -102,7 +107,7 @@ class Worker:
                     # only when that client must be woken.
                     item = ring.complete_take(handle, index, incarnation, status, out_flags, out, notify_fds)
                 except (_native.TooBig, _native.ArenaFailed) as exc:
-                    self._complete_oversized(handle, exc, len(out), notify_fds)
+                    self._complete_oversized(handle, exc, _size(out), notify_fds)
                     item = None
                 if item is None:
                     item = ring.take(index, incarnation, None)
@@ -125,11 +130,11 @@ class Worker:
         self.tasks_run += 1
         return True
 
-    def _complete(self, handle: int, status: int, flags: int, out: bytes | bytearray) -> None:
+    def _complete(self, handle: int, status: int, flags: int, out: Any) -> None:
         try:
             self.ring.complete(handle, self.index, self.incarnation, status, flags, out, self.notify_fds)
         except (_native.TooBig, _native.ArenaFailed) as exc:
-            self._complete_oversized(handle, exc, len(out), self.notify_fds)
+            self._complete_oversized(handle, exc, _size(out), self.notify_fds)
 
     def _complete_oversized(self, handle: int, exc: Exception, size: int, fd: Any) -> None:
         """The result did not fit in the arena: fail the task, inline, saying why."""
@@ -142,7 +147,7 @@ class Worker:
             error = SharedMemoryFullError("the shared arena could not be reserved in /dev/shm; the result was dropped")
         self.ring.complete(handle, self.index, self.incarnation, FAILURE, 0, inline_failure(error), fd)
 
-    def execute(self, fn_id: int, flags: int, payload: bytes) -> tuple[int, int, bytes | bytearray]:
+    def execute(self, fn_id: int, flags: int, payload: bytes) -> tuple[int, int, Any]:
         """Decode, call, encode: (status, flags, payload), never raising.
 
         Everything the task raises, SystemExit and KeyboardInterrupt
