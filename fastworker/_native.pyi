@@ -173,9 +173,17 @@ class Segment:
 
     # submitting (any process with the mapping)
     def submit(
-        self, client: int, lane: int, fn_id: int, flags: int, tag: int, payload: ReadableBuffer, /
+        self,
+        client: int,
+        lane: int,
+        fn_id: int,
+        flags: int,
+        tag: int,
+        payload: ReadableBuffer | tuple[int, list[tuple[int, ReadableBuffer]]],
+        /,
     ) -> int:
-        """Queue one task; its handle.  Raises Full, TooBig, Shutdown, ArenaFailed."""
+        """Queue one task; its handle.  A payload may be laid out as (length, [(offset, buffer),
+        ...]), each piece copied straight into place.  Raises Full, TooBig, Shutdown, ArenaFailed."""
 
     def submit_many(self, client: int, tasks: Iterable[_Submission], /) -> list[int]:
         """Queue all or none; handles in input order.  ValueError if more than nslots."""

@@ -38,7 +38,7 @@ from . import _native
 from .config import Config
 from .engine import oob, shm
 from .engine.supervisor import Supervisor
-from .engine.worker import WANT_LENT
+from .engine.worker import ARGS_LAID_OUT, WANT_LENT, payload_size
 from .engine.zygote import WorkerSpec
 from .errors import ClientClosedError, FastWorkerError, PayloadTooLargeError, SerializationError
 from .tasks.models import TaskPriority
@@ -198,7 +198,15 @@ class Executor(concurrent.futures.Executor):
         payload = self._encode(fn, (fn, args, kwargs))
         return self._queue(self._fn_call, payload)
 
-    def _encode(self, fn: Callable[..., Any], call_args: tuple) -> bytes:
+    def _encode(self, fn: Callable[..., Any], call_args: tuple) -> Any:
+        """The pickled call: bytes, or a layout whose big buffers (NumPy arrays, bytearrays)
+        the ring copies straight into the arena (oob.py); pass it to _queue as is."""
+        try:
+            payload, laid_out = oob.encode(call_args)
+            if laid_out:
+                return payload
+        except Exception:  # noqa: BLE001 - the codec below names what cannot be pickled
+            pass
         try:
             payload, _flags = PICKLE_CODEC.encode_args(CALL, call_args, None)
         except SerializationError as exc:
@@ -210,8 +218,9 @@ class Executor(concurrent.futures.Executor):
             ) from exc
         return payload
 
-    def _queue(self, fn_id: int, payload: bytes) -> concurrent.futures.Future:
+    def _queue(self, fn_id: int, payload: Any) -> concurrent.futures.Future:
         future = _TaskFuture(self)
+        flags = WANT_LENT | (ARGS_LAID_OUT if isinstance(payload, tuple) else 0)
         with self._room:
             while True:
                 if self._shutdown:
@@ -219,15 +228,14 @@ class Executor(concurrent.futures.Executor):
                 if self._broken is not None:
                     raise BrokenExecutor(str(self._broken))
                 try:
-                    handle = self._segment.submit(
-                        self._client, _NORMAL, fn_id, WANT_LENT, next(self._counter), payload
-                    )
+                    handle = self._segment.submit(self._client, _NORMAL, fn_id, flags, next(self._counter), payload)
                 except _native.Full:
                     self._room.wait(0.1)  # the collector notifies when it frees slots
                     continue
                 except _native.TooBig:
+                    size = payload_size(payload)
                     raise PayloadTooLargeError(
-                        f"a task's arguments take {len(payload)} bytes, more than the shared arena's largest "
+                        f"a task's arguments take {size} bytes, more than the shared arena's largest "
                         f"block ({self._segment.arena_max_block} bytes); raise arena_size="
                     ) from None
                 self._pending[handle] = future
@@ -442,13 +450,14 @@ class _MapRun:
                 self.exhausted = True
                 return
             payload = self.executor._encode(self.fn, (self.fn, chunk, self.star))
-            if len(payload) > self.limit and len(chunk) > 1:
+            nbytes = payload_size(payload)
+            if nbytes > self.limit and len(chunk) > 1:
                 half = len(chunk) // 2  # too big for the arena to hold many: halve it
                 self.split += [chunk[half:], chunk[:half]]
                 self.size = max(1, self.size // 2)
                 continue
             future = self.executor._queue(self.executor._fn_chunk, payload)
-            self.inflight.append((future, len(chunk), len(payload)))
+            self.inflight.append((future, len(chunk), nbytes))
 
     def results(self) -> Iterator[list]:
         try:

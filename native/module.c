@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #define DRAIN_BATCH 512u
+#define MAX_PARTS 64
 
 static PyObject *FullError, *TooBigError, *ShutdownError, *SegmentErrorBase, *ForeignError, *VersionError,
     *CorruptError, *NotReadyError, *NoSpaceError, *LockError, *ArenaFailedError;
@@ -299,6 +300,57 @@ static int parse_payload(PyObject *obj, Py_buffer *view)
     return 0;
 }
 
+/* A payload: a buffer (one part at offset 0), or (total length, [(offset,
+ * buffer), ...]) laid out by the caller.  Fills views/parts; 0 or -1. */
+static int parse_layout(PyObject *payload, Py_buffer *views, fw_part *parts, uint32_t *nparts_out,
+                        uint32_t *total_out)
+{
+    uint32_t nparts = 0;
+    if (!PyTuple_Check(payload)) {
+        if (parse_payload(payload, &views[0]) != 0)
+            return -1;
+        parts[0] = (fw_part){0, views[0].buf, (uint32_t)views[0].len};
+        *nparts_out = 1;
+        *total_out = (uint32_t)views[0].len;
+        return 0;
+    }
+    unsigned long long length;
+    PyObject *pieces;
+    if (!PyArg_ParseTuple(payload, "KO", &length, &pieces))
+        return -1;
+    PyObject *fast = PySequence_Fast(pieces, "a laid-out payload needs a list of (offset, buffer)");
+    if (!fast)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    if (n > MAX_PARTS || length > UINT32_MAX) {
+        Py_DECREF(fast);
+        PyErr_Format(PyExc_ValueError, "a laid-out payload has at most %d parts and 4 GiB", MAX_PARTS);
+        return -1;
+    }
+    for (; nparts < (uint32_t)n; nparts++) {
+        unsigned long long offset;
+        PyObject *buf;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, nparts), "KO", &offset, &buf) ||
+            PyObject_GetBuffer(buf, &views[nparts], PyBUF_SIMPLE) != 0)
+            break;
+        if (offset + (unsigned long long)views[nparts].len > length) {
+            PyBuffer_Release(&views[nparts]);
+            PyErr_SetString(PyExc_ValueError, "a part ends past the payload's length");
+            break;
+        }
+        parts[nparts] = (fw_part){offset, views[nparts].buf, (uint32_t)views[nparts].len};
+    }
+    Py_DECREF(fast);
+    if (nparts < (uint32_t)n) {
+        for (uint32_t i = 0; i < nparts; i++)
+            PyBuffer_Release(&views[i]);
+        return -1;
+    }
+    *nparts_out = nparts;
+    *total_out = (uint32_t)length;
+    return 0;
+}
+
 /* submit(client, lane, fn_id, flags, tag, payload) -> handle */
 static PyObject *seg_submit(SegmentObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -313,14 +365,19 @@ static PyObject *seg_submit(SegmentObject *self, PyObject *const *args, Py_ssize
     sub.tag = PyLong_AsUnsignedLongLong(args[4]);
     if (PyErr_Occurred())
         return NULL;
-    Py_buffer view;
-    if (parse_payload(args[5], &view) != 0)
+    Py_buffer views[MAX_PARTS];
+    fw_part parts[MAX_PARTS];
+    uint32_t nparts = 0, total = 0;
+    if (parse_layout(args[5], views, parts, &nparts, &total) != 0)
         return NULL;
-    sub.data = view.buf;
-    sub.len = (uint32_t)view.len;
+    sub.data = parts[0].data;
+    sub.len = total;
+    sub.parts = PyTuple_Check(args[5]) ? parts : NULL;
+    sub.nparts = PyTuple_Check(args[5]) ? nparts : 0;
     uint64_t handle;
     int rc = fw_submit(&self->seg, (uint32_t)client, &sub, 1, &handle);
-    PyBuffer_Release(&view);
+    for (uint32_t i = 0; i < nparts; i++)
+        PyBuffer_Release(&views[i]);
     if (rc != FW_OK)
         return raise_status(rc, "submit");
     return PyLong_FromUnsignedLongLong(handle);
@@ -361,7 +418,7 @@ static PyObject *seg_submit_many(SegmentObject *self, PyObject *args)
             goto done;
         if (parse_payload(payload, &views[got]) != 0)
             goto done;
-        subs[got] = (fw_submission){lane, fn_id, flags, tag, views[got].buf, (uint32_t)views[got].len};
+        subs[got] = (fw_submission){lane, fn_id, flags, tag, views[got].buf, (uint32_t)views[got].len, NULL, 0};
     }
     int rc = fw_submit(&self->seg, client, subs, (uint32_t)n, handles);
     if (rc != FW_OK) {
@@ -479,8 +536,6 @@ static PyObject *seg_take(SegmentObject *self, PyObject *args)
 
 /* complete(handle, worker, incarnation, status, flags, payload, notify_fd) -> bool
  * False when the slot was reclaimed meanwhile (the result is dropped). */
-#define MAX_PARTS 64
-
 /* complete(handle, worker, incarnation, status, flags, payload, notify_fd)
  * payload: a buffer, or (total length, [(offset, buffer), ...]) for a result
  * laid out by the caller, whose pieces are copied straight into place.
@@ -509,47 +564,8 @@ static PyObject *complete_impl(SegmentObject *self, PyObject *const *args, Py_ss
     Py_buffer views[MAX_PARTS];
     fw_part parts[MAX_PARTS];
     uint32_t nparts = 0, total = 0;
-    PyObject *payload = args[5];
-    if (PyTuple_Check(payload)) {
-        unsigned long long length;
-        PyObject *pieces;
-        if (!PyArg_ParseTuple(payload, "KO", &length, &pieces))
-            return NULL;
-        PyObject *fast = PySequence_Fast(pieces, "complete(): a laid-out result needs a list of (offset, buffer)");
-        if (!fast)
-            return NULL;
-        Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
-        if (n > MAX_PARTS || length > UINT32_MAX) {
-            Py_DECREF(fast);
-            return PyErr_Format(PyExc_ValueError, "complete(): at most %d parts and 4 GiB", MAX_PARTS);
-        }
-        for (; nparts < (uint32_t)n; nparts++) {
-            unsigned long long offset;
-            PyObject *buf;
-            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, nparts), "KO", &offset, &buf) ||
-                PyObject_GetBuffer(buf, &views[nparts], PyBUF_SIMPLE) != 0)
-                break;
-            if (offset + (unsigned long long)views[nparts].len > length) {
-                PyBuffer_Release(&views[nparts]);
-                PyErr_SetString(PyExc_ValueError, "complete(): a part ends past the result's length");
-                break;
-            }
-            parts[nparts] = (fw_part){offset, views[nparts].buf, (uint32_t)views[nparts].len};
-        }
-        Py_DECREF(fast);
-        if (nparts < (uint32_t)n) {
-            for (uint32_t i = 0; i < nparts; i++)
-                PyBuffer_Release(&views[i]);
-            return NULL;
-        }
-        total = (uint32_t)length;
-    } else {
-        if (parse_payload(payload, &views[0]) != 0)
-            return NULL;
-        parts[0] = (fw_part){0, views[0].buf, (uint32_t)views[0].len};
-        nparts = 1;
-        total = (uint32_t)views[0].len;
-    }
+    if (parse_layout(args[5], views, parts, &nparts, &total) != 0)
+        return NULL;
     int notify = 0, took = 0;
     uint32_t client = 0;
     fw_taken next;

@@ -289,6 +289,22 @@ static void copy_maybe_unlocked(fw_seg *s, uint8_t *dst, const uint8_t *src, uin
     }
 }
 
+static void copy_parts(fw_seg *s, uint8_t *dst, const fw_part *parts, uint32_t nparts, uint32_t len)
+{
+    for (uint32_t i = 0; i < nparts; i++)
+        if (parts[i].offset + parts[i].len <= len)
+            copy_maybe_unlocked(s, dst + parts[i].offset, parts[i].data, parts[i].len);
+}
+
+/* A submission's payload into place: its parts, or its one buffer. */
+static void copy_submission(fw_seg *s, uint8_t *dst, const fw_submission *sub)
+{
+    if (sub->nparts)
+        copy_parts(s, dst, sub->parts, sub->nparts, sub->len);
+    else
+        copy_maybe_unlocked(s, dst, sub->data, sub->len);
+}
+
 /* ----------------------------------------------------------- submit */
 
 int fw_submit(fw_seg *s, uint32_t client, const fw_submission *subs, uint32_t n, uint64_t *handles_out)
@@ -350,7 +366,7 @@ int fw_submit(fw_seg *s, uint32_t client, const fw_submission *subs, uint32_t n,
         sl->worker = 0xffff;
         if (sub->len <= FW_INLINE_CAP) {
             sl->block = FW_NONE;
-            memcpy(sl->inline_data, sub->data, sub->len);
+            copy_submission(s, sl->inline_data, sub);
         } else {
             sl->block = (uint32_t)handles_out[i];
             sl->block_order = (uint8_t)fw_arena_order_for(sub->len);
@@ -372,7 +388,7 @@ int fw_submit(fw_seg *s, uint32_t client, const fw_submission *subs, uint32_t n,
         for (uint32_t i = 0; i < n; i++) {
             fw_slot *sl = &s->slots[fw_handle_idx(handles_out[i])];
             if (sl->block != FW_NONE)
-                copy_maybe_unlocked(s, fw_arena_ptr(s, sl->block), subs[i].data, subs[i].len);
+                copy_submission(s, fw_arena_ptr(s, sl->block), &subs[i]);
         }
         rc = fw_lock(s, FW_OP_PUBLISH, FW_NONE);
         if (rc != FW_OK)
@@ -624,13 +640,6 @@ static int notify_armed(fw_seg *s, uint32_t client)
         return 1;
     }
     return 0;
-}
-
-static void copy_parts(fw_seg *s, uint8_t *dst, const fw_part *parts, uint32_t nparts, uint32_t len)
-{
-    for (uint32_t i = 0; i < nparts; i++)
-        if (parts[i].offset + parts[i].len <= len)
-            copy_maybe_unlocked(s, dst + parts[i].offset, parts[i].data, parts[i].len);
 }
 
 int fw_complete(fw_seg *s, uint64_t handle, uint32_t widx, uint32_t incarnation, uint32_t status,

@@ -32,7 +32,8 @@ typedef struct {
     uint32_t len;
 } fw_part;
 
-/* One task to submit. */
+/* One task to submit: `len` bytes from `data`, or, when nparts > 0, laid out
+ * from `parts` (copied straight into place). */
 typedef struct {
     uint32_t lane;
     uint32_t fn_id;
@@ -40,6 +41,8 @@ typedef struct {
     uint64_t tag;
     const uint8_t *data;
     uint32_t len;
+    const fw_part *parts;
+    uint32_t nparts;
 } fw_submission;
 
 /* Take the lock for `op` on `slot`.  A dead previous holder is recovered

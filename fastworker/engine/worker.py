@@ -24,9 +24,11 @@ FAILURE = _native.RESULT_FAILURE
 # Submission flag (the codec uses bit 0): lay a pickled result's big buffers
 # out of band and lend them to the submitter instead of copying them back.
 WANT_LENT = 2
+# Submission flag: the arguments are an out-of-band layout (oob.py), not a plain pickle.
+ARGS_LAID_OUT = 4
 
 
-def _size(out: Any) -> int:
+def payload_size(out: Any) -> int:
     """A result's length: bytes, or an out-of-band layout (length, pieces)."""
     return out[0] if isinstance(out, tuple) else len(out)
 
@@ -107,7 +109,7 @@ class Worker:
                     # only when that client must be woken.
                     item = ring.complete_take(handle, index, incarnation, status, out_flags, out, notify_fds)
                 except (_native.TooBig, _native.ArenaFailed) as exc:
-                    self._complete_oversized(handle, exc, _size(out), notify_fds)
+                    self._complete_oversized(handle, exc, payload_size(out), notify_fds)
                     item = None
                 if item is None:
                     item = ring.take(index, incarnation, None)
@@ -134,7 +136,7 @@ class Worker:
         try:
             self.ring.complete(handle, self.index, self.incarnation, status, flags, out, self.notify_fds)
         except (_native.TooBig, _native.ArenaFailed) as exc:
-            self._complete_oversized(handle, exc, _size(out), self.notify_fds)
+            self._complete_oversized(handle, exc, payload_size(out), self.notify_fds)
 
     def _complete_oversized(self, handle: int, exc: Exception, size: int, fd: Any) -> None:
         """The result did not fit in the arena: fail the task, inline, saying why."""
@@ -159,7 +161,11 @@ class Worker:
             known = [t.name for t in self.tasks]
             return self._failure(UnknownTaskError(f"#{fn_id}", known))
         try:
-            args, kwargs = self.codec.decode_args(payload, flags)
+            kwargs: dict[str, Any]
+            if flags & ARGS_LAID_OUT:  # views into this worker's own copy of the payload
+                args, kwargs = oob.decode(payload), {}
+            else:
+                args, kwargs = self.codec.decode_args(payload, flags)
             value = self._call(defn, args, kwargs)
             if flags & WANT_LENT and self.codec is PICKLE_CODEC:
                 # The submitter takes big buffers as views of the arena (oob.py).

@@ -89,3 +89,12 @@ def small_and_big(n):
     import numpy as np
 
     return {"small": np.arange(4), "big": np.arange(n, dtype=np.float64)}
+
+
+_kept = []
+
+
+def keep_then_sum(array):
+    """Keeps its argument past the task: it must stay valid (the worker's own copy)."""
+    _kept.append(array)
+    return float(sum(float(a.sum()) for a in _kept))

@@ -600,3 +600,15 @@ def test_an_executor_never_shut_down_is_shut_down_at_exit(tmp_path):
     result, name = out.stdout.split()
     assert result == "81"
     assert not os.path.exists("/dev/shm" + name)
+
+
+def test_big_array_arguments_travel_laid_out_and_stay_valid_in_the_worker():
+    np = pytest.importorskip("numpy")
+    data = np.arange(1 << 18, dtype=np.float64)  # 2 MiB: its buffer goes out of band
+    with Executor(workers=1, arena_size="32MiB") as ex:
+        assert np.array_equal(ex.submit(funcs.double, data).result(), data * 2)
+        first = ex.submit(funcs.keep_then_sum, data).result()
+        second = ex.submit(funcs.keep_then_sum, data * 3).result()
+        rows = list(ex.map(funcs.double, [data, data + 1, data + 2]))
+    assert first == float(data.sum()) and second == float(data.sum() * 4)
+    assert all(np.array_equal(row, (data + i) * 2) for i, row in enumerate(rows))
