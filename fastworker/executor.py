@@ -202,9 +202,8 @@ class Executor(concurrent.futures.Executor):
         """The pickled call: bytes, or a layout whose big buffers (NumPy arrays, bytearrays)
         the ring copies straight into the arena (oob.py); pass it to _queue as is."""
         try:
-            payload, laid_out = oob.encode(call_args)
-            if laid_out:
-                return payload
+            payload, _laid_out = oob.encode(call_args)
+            return payload  # a plain protocol-5 pickle when not laid out: the codec's very bytes
         except Exception:  # noqa: BLE001 - the codec below names what cannot be pickled
             pass
         try:
