@@ -160,6 +160,19 @@ static PyTypeObject SlotBufferType = {
     .tp_getset = slotbuffer_getset,
 };
 
+/* Lend a block only while the arena keeps a quarter of itself, and twice this
+ * block, free: results held by the caller must never starve the workers of
+ * room for the next ones (a worker waits for arena room; a caller waiting
+ * for that result would never release what it holds).  Otherwise the result
+ * is copied out and its block freed at once. */
+static int arena_can_lend(fw_seg *s, const fw_slot *sl)
+{
+    uint64_t free_bytes = __atomic_load_n(&s->h->arena_free_units, __ATOMIC_RELAXED) << FW_ARENA_MIN_ORDER;
+    uint64_t block = 1ULL << sl->block_order;
+    uint64_t keep = s->h->arena_size / 4 > 2 * block ? s->h->arena_size / 4 : 2 * block;
+    return free_bytes >= keep + block;
+}
+
 static PyObject *slotbuffer_new(SegmentObject *seg, uint32_t idx, uint8_t *data, Py_ssize_t len)
 {
     SlotBufferObject *o = PyObject_New(SlotBufferObject, &SlotBufferType);
@@ -627,7 +640,7 @@ static PyObject *seg_drain(SegmentObject *self, PyObject *args)
         uint32_t release[DRAIN_BATCH], nrelease = 0;
         for (uint32_t i = 0; i < n; i++) {
             fw_slot *sl = &self->seg.slots[idx[i]];
-            int lend = (sl->flags & FW_RESULT_KEEP) && sl->block != FW_NONE && !failed;
+            int lend = (sl->flags & FW_RESULT_KEEP) && sl->block != FW_NONE && !failed && arena_can_lend(&self->seg, sl);
             if (!lend)
                 release[nrelease++] = idx[i];
             if (failed)

@@ -612,3 +612,17 @@ def test_big_array_arguments_travel_laid_out_and_stay_valid_in_the_worker():
         rows = list(ex.map(funcs.double, [data, data + 1, data + 2]))
     assert first == float(data.sum()) and second == float(data.sum() * 4)
     assert all(np.array_equal(row, (data + i) * 2) for i, row in enumerate(rows))
+
+
+def test_holding_many_big_results_never_starves_the_workers_of_arena_room():
+    """Lent results occupy the arena while held; past a share of it, results are copied
+    instead, so a caller holding them all still gets every next one (no wait for room)."""
+    np = pytest.importorskip("numpy")
+    data = np.arange(1 << 17, dtype=np.float64)  # 1 MiB: each lent result holds a 2 MiB block
+    with Executor(workers=2, arena_size="8MiB") as ex:
+        segment = ex._segment
+        held = [ex.submit(funcs.double, data).result(timeout=10) for _ in range(12)]
+        lent = sum(_inside(segment, array) for array in held)
+        assert all(np.array_equal(array, data * 2) for array in held)
+        assert 1 <= lent < 12  # some lent, the rest copied once the arena ran low
+        del held
