@@ -11,7 +11,6 @@ running loop (no harness at all) go into ``extra_info``.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 

@@ -5,7 +5,6 @@ recycled workers, initializers, shutdown, payload sizes, progress bars."""
 from __future__ import annotations
 
 import concurrent.futures
-import importlib.util
 import itertools
 import os
 import pickle
@@ -465,8 +464,9 @@ def test_payloads_at_the_boundaries_round_trip_intact():
 # ----------------------------------------------------------- 10. progress bar
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tqdm") is not None, reason="tqdm is installed")
-def test_map_progress_without_tqdm_says_how_to_install_it(ex):
+def test_map_progress_without_tqdm_says_how_to_install_it(ex, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # as if it were not installed
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
     with pytest.raises(ImportError, match="pip install tqdm"):
         list(ex.map(funcs.square, range(10), progress=True))
     assert list(ex.map(funcs.square, range(10))) == [i * i for i in range(10)]
