@@ -339,6 +339,12 @@ def segment_size(nslots: int, arena_size: int, max_workers: int, max_clients: in
 def set_pdeathsig(sig: int, /) -> None:
     """prctl(PR_SET_PDEATHSIG, sig)."""
 
+def retain_heap(mmap_threshold: int, trim_threshold: int, /) -> bool:
+    """mallopt(M_MMAP_THRESHOLD / M_TRIM_THRESHOLD) in this process: allocations
+    below the first come from the heap, and up to the second of freed heap is
+    kept rather than returned to the kernel.  False where the C library is not
+    glibc (nothing changed)."""
+
 def _set_crash_point(op: str, /) -> None:
     """Tests only: SIGKILL this process inside the next such ring operation
     ("none" disarms; "submit", "take", "complete", "release", "cancel", ...)."""

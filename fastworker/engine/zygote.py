@@ -51,6 +51,13 @@ SPAWN, QUIT, SPAWNED, EXITED, FAILED, ARENA = b"S", b"Q", b"P", b"X", b"F", b"A"
 # A worker whose initializer raised exits with this code: respawning it would fail again.
 INITIALIZER_FAILED = 86
 _MSG = struct.Struct("<cIIii")
+# Workers serve allocations under 16 MiB from their heap and keep up to 32 MiB
+# of it when freed: a task that unpickles a big argument and allocates a big
+# result reuses warm pages instead of faulting in fresh ones every time (an
+# 8 MiB NumPy round trip: ~4 ms -> ~1.6 ms here).  The cost is at most 32 MiB
+# of idle heap per worker after a burst of big tasks.
+WORKER_MMAP_THRESHOLD = 16 << 20
+WORKER_HEAP_KEPT = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -292,6 +299,7 @@ class Zygote:
                 _native.set_pdeathsig(signal.SIGKILL)
                 if os.getppid() != zygote_pid:
                     os._exit(0)
+                _native.retain_heap(WORKER_MMAP_THRESHOLD, WORKER_HEAP_KEPT)
                 spec = self.spec
                 notify_fds: FdLookup | Mapping[int, int] = spec.notify_fds
                 if channel is not None:

@@ -98,3 +98,16 @@ def keep_then_sum(array):
     """Keeps its argument past the task: it must stay valid (the worker's own copy)."""
     _kept.append(array)
     return float(sum(float(a.sum()) for a in _kept))
+
+
+def page_faults_of_two_big_allocations(nbytes):
+    """Minor page faults of allocating and touching nbytes, twice over."""
+    import resource
+
+    faults = []
+    for _ in range(2):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        block = bytearray(nbytes)  # zero-filled: every page touched
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        del block
+    return faults

@@ -626,3 +626,17 @@ def test_holding_many_big_results_never_starves_the_workers_of_arena_room():
         assert all(np.array_equal(array, data * 2) for array in held)
         assert 1 <= lent < 12  # some lent, the rest copied once the arena ran low
         del held
+
+
+def test_workers_reuse_freed_heap_for_big_allocations(ex):
+    # A second 8 MiB allocation reuses the pages of the first instead of
+    # faulting in 2048 fresh ones (the cost of every big-payload task).
+    _first, second = ex.submit(funcs.page_faults_of_two_big_allocations, 8 << 20).result()
+    assert second < 256  # of 2048 pages; without the retained heap, ~2000
+
+
+def test_retain_heap_checks_its_thresholds():
+    from fastworker import _native
+
+    with pytest.raises(ValueError, match="thresholds"):
+        _native.retain_heap(-1, 0)
