@@ -2,6 +2,7 @@
 through a shared-memory priority ring."""
 
 from .client import Client
+from .context import TaskContext, current_task
 from .executor import BrokenExecutor, Executor, RemoteTraceback
 from .errors import (
     ClientClosedError,
@@ -13,6 +14,7 @@ from .errors import (
     SegmentError,
     SerializationError,
     SharedMemoryFullError,
+    TaskCancelledError,
     TaskFailedError,
     TaskModuleImportError,
     TaskNotFoundError,
@@ -40,6 +42,8 @@ __all__ = [
     "SerializationError",
     "SerializationFormat",
     "SharedMemoryFullError",
+    "TaskCancelledError",
+    "TaskContext",
     "TaskFailedError",
     "TaskModuleImportError",
     "TaskNotFoundError",
@@ -50,6 +54,7 @@ __all__ = [
     "UnknownTaskError",
     "WorkerLostError",
     "__version__",
+    "current_task",
     "load_task_modules",
     "task",
 ]

@@ -14,12 +14,13 @@ from _typeshed import ReadableBuffer
 # ------------------------------------------------------------------ constants
 
 INLINE_CAPACITY: Final = 176  # FW_INLINE_CAP: payload bytes held in the slot itself
-LAYOUT_VERSION: Final = 2  # FW_LAYOUT_VERSION
+LAYOUT_VERSION: Final = 3  # FW_LAYOUT_VERSION
 MAX_WORKERS: Final = 256  # FW_MAX_WORKERS
 MAX_CLIENTS: Final = 1024  # FW_MAX_CLIENTS
 RESULT_SUCCESS: Final = 1  # enum fw_result_status
 RESULT_KEEP: Final = 65536  # result flag: drain() lends the payload as a SlotBuffer
 RESULT_FAILURE: Final = 2
+RESULT_CANCELLED: Final = 3  # stopped while running: its worker was killed on purpose
 SLOT_QUEUED: Final = 2  # enum fw_slot_state (as handle_state() reports it)
 SLOT_RUNNING: Final = 3
 WORKER_EMPTY: Final = 0  # enum fw_worker_state (set_worker(), worker()["state"])
@@ -136,6 +137,8 @@ class _WorkerInfo(TypedDict):
     tasks_done: int
     wakeups: int
     started_ns: int
+    deadline_ns: int  # time.monotonic_ns() when the running task's time is up; 0: no limit
+    stop: int  # the incarnation being killed on purpose, 0: none
 
 class _SlotState(TypedDict):
     state: int
@@ -246,9 +249,22 @@ class Segment:
         """The entry's current generation; 0 while it is not in use."""
     def client_close(self, client: int, /) -> None: ...
     def set_worker(self, worker: int, pid: int, incarnation: int, state: int, /) -> None: ...
-    def reclaim_worker(self, worker: int, incarnation: int, error: ReadableBuffer, /) -> list[tuple[int, int]]:
-        """Fail every task this worker incarnation was running with the error payload
-        (truncated to INLINE_CAPACITY); [(handle, client), ...]."""
+    def reclaim_worker(
+        self, worker: int, incarnation: int, error: ReadableBuffer, status: int = ..., /
+    ) -> list[tuple[int, int]]:
+        """End every task this worker incarnation was running with the error payload
+        (truncated to INLINE_CAPACITY) and status RESULT_FAILURE (default) or
+        RESULT_CANCELLED; [(handle, client), ...]."""
+    def stop_running(self, handle: int, /) -> tuple[int, int] | None:
+        """If the task is running: its worker takes nothing more from now on;
+        (worker, incarnation) for the caller to kill.  None if it is not running."""
+    def expired(self) -> list[tuple[int, int, int, int]]:
+        """Workers whose running task passed its deadline, each stopped as by
+        stop_running: [(worker, incarnation, handle, timeout_ms), ...]."""
+    def next_deadline(self) -> int | None:
+        """The earliest deadline of a running task, in time.monotonic_ns() terms; None if none."""
+    def set_deadline(self, worker: int, incarnation: int, timeout: float, /) -> None:
+        """By a worker, right after take: the task it runs must end within `timeout` s."""
 
     def set_spin(self, ns: int, ncpus: int, /) -> None:
         """Spin budget of an idle worker (0: never) and the cores the engine may use."""

@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, NoReturn
 
 import click
@@ -54,7 +55,13 @@ def _resolve(**options) -> Config:
 @click.option("--result-cache-ttl", type=float, default=None,
               help="Seconds a kept result lives (default 3600; FASTWORKER_RESULT_CACHE_TTL).")
 @click.option("--log-level", default=None, help="DEBUG, INFO (default here), WARNING, ERROR (FASTWORKER_LOG_LEVEL).")
-def control_plane(workers, task_modules, name, serialization_format, result_cache_size, result_cache_ttl, log_level):
+@click.option("--max-tasks-per-child", default=None,
+              help="Replace a worker after this many tasks (FASTWORKER_MAX_TASKS_PER_CHILD; default: never).")
+@click.option("--max-memory-per-child", default=None,
+              help="Replace a worker once its RSS passes this, e.g. 512MiB; checked between tasks "
+              "(FASTWORKER_MAX_MEMORY_PER_CHILD; default: never).")
+def control_plane(workers, task_modules, name, serialization_format, result_cache_size, result_cache_ttl, log_level,
+                  max_tasks_per_child, max_memory_per_child):
     """Serve tasks to every client of this user that attaches (Client() with no workers)."""
     from . import control_plane as service
 
@@ -65,6 +72,8 @@ def control_plane(workers, task_modules, name, serialization_format, result_cach
         serialization_format=serialization_format,
         result_cache_size=result_cache_size,
         result_cache_ttl=result_cache_ttl,
+        max_tasks_per_child=max_tasks_per_child,
+        max_memory_per_child=max_memory_per_child,
         # A service logs its start and its workers' fates: INFO unless told otherwise.
         log_level=log_level or os.environ.get("FASTWORKER_LOG_LEVEL") or "INFO",
     )
@@ -93,7 +102,6 @@ _NAME_HELP = "Which control plane, per user (default 'default'; FASTWORKER_NAME)
 _JSON_HELP = "Print one JSON object for scripts."
 # Keywords delay() takes for itself: task keyword arguments with these names go in through
 # submit_batch, which takes them as a mapping and cannot confuse them.
-_DELAY_KEYWORDS = frozenset({"priority", "countdown", "eta"})
 
 
 def _name_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -166,6 +174,15 @@ def _parse_priority(ctx: click.Context, param: click.Parameter, value: str | Non
         raise click.BadParameter(str(exc)) from None
 
 
+def _parse_eta(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time such as 2030-01-31T09:30:00+01:00") from None
+
+
 def _task_args(ctx: click.Context, given: Sequence[str], more: Sequence[str]) -> list[Any]:
     """``--args 5 3``: click gives --args one value; the rest arrive as extra arguments.
 
@@ -224,25 +241,33 @@ def _print_result(found: dict[str, Any]) -> None:
     "--priority", callback=_parse_priority, metavar="NAME",
     help="critical, high, normal (default) or low; or 0..3.",
 )
+@click.option("--countdown", type=click.FloatRange(min=0), default=None, help="Run it this many seconds from now.")
+@click.option("--eta", callback=_parse_eta, metavar="ISO",
+              help="Run it at this time (ISO 8601; without a zone: local time; in the past: now).")
+@click.option("--retries", type=click.IntRange(min=0), default=None, help="Retries after a failure (default: the task's own).")
+@click.option("--task-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Hard time limit of the run in seconds: its worker is killed when it passes (default: the task's own).")
 @click.option("--non-blocking", is_flag=True, help="Print the task id at once instead of waiting for the result.")
 @click.option("--timeout", type=float, default=None, help="Seconds to wait for the result (FASTWORKER_TIMEOUT; default: no limit).")
 @_name_option
 @_json_option
 @click.pass_context
-def submit(ctx, task_name, given_args, more_args, kwargs, priority, non_blocking, timeout, name, as_json):
+def submit(ctx, task_name, given_args, more_args, kwargs, priority, countdown, eta, retries, task_timeout,
+           non_blocking, timeout, name, as_json):
     """Queue a task on the control plane and print its result (or, --non-blocking, its id)."""
     from .client import Client
 
     args = _task_args(ctx, given_args, more_args)
     config = _resolve(name=name, timeout=timeout)
+    if countdown is not None and eta is not None:
+        raise click.UsageError("give --countdown or --eta, not both")
 
     async def run() -> tuple[str, Any]:
         async with Client(name=config.name, timeout=config.timeout) as client:
-            if _DELAY_KEYWORDS.isdisjoint(kwargs):
-                task_id = await client.delay(task_name, *args, priority=priority, **kwargs)
-            else:
-                spec = {"task_name": task_name, "args": args, "kwargs": kwargs, "priority": priority}
-                [task_id] = await client.submit_batch([spec])
+            task_id = await client.queue_task(
+                task_name, args, kwargs, priority, countdown=countdown, eta=eta, timeout=task_timeout,
+                retries=retries,
+            )
             if non_blocking:
                 return task_id, None
             return task_id, await client.wait(task_id, timeout=config.timeout)
@@ -311,13 +336,18 @@ def cancel(task_id, name, as_json):
     help="Import these modules here and list their tasks: 'a,b' or repeated (FASTWORKER_TASK_MODULES). "
     "Without: the names the control plane serves.",
 )
+@click.option("--list-periodic", is_flag=True,
+              help="List the periodic tasks instead: schedule and next run (from the running control plane).")
 @_name_option
 @_json_option
-def list_tasks(task_modules, name, as_json):
+def list_tasks(task_modules, list_periodic, name, as_json):
     """List tasks: name, module and signature of each."""
     from .tasks.registry import load_task_modules, registry
 
     config = _resolve(name=name, task_modules=",".join(task_modules) if task_modules else None)
+    if list_periodic:
+        _list_periodic(config, as_json)
+        return
     if not config.task_modules:
         from . import queries
 
@@ -349,6 +379,46 @@ def list_tasks(task_modules, name, as_json):
     widths = [max(len(line[i]) for line in table) for i in range(2)]
     for line in table:
         click.echo(f"{line[0]:<{widths[0]}}  {line[1]:<{widths[1]}}  {line[2]}")
+
+
+def _list_periodic(config: Config, as_json: bool) -> None:
+    """The running control plane's periodic tasks, or (with --task-modules) those the modules
+    define, with the next run each would have if started now."""
+    if config.task_modules:
+        from .engine.periodic import next_cron_time
+        from .tasks.registry import load_task_modules, registry
+
+        try:
+            load_task_modules(config.task_modules)
+        except FastWorkerError as exc:
+            _fail(exc)
+        now = time.time()
+        rows = []
+        for defn in registry._snapshot_state().values():
+            policy = defn.policy
+            if not policy.periodic:
+                continue
+            first = now if policy.cron is None else next_cron_time(policy.cron, now)
+            rows.append({"task_name": defn.name,
+                         "schedule": f"cron {policy.cron}" if policy.cron else f"every {policy.repeat_interval:g} s",
+                         "next_run": datetime.fromtimestamp(first).astimezone().isoformat(), "runs": 0, "skipped": 0})
+    else:
+        from . import queries
+
+        rows = _query(queries.periodic, config.name)
+    rows.sort(key=lambda row: row["task_name"])
+    if as_json:
+        _echo_json(rows)
+        return
+    if not rows:
+        click.echo("No periodic tasks.")
+        return
+    table = [("NAME", "SCHEDULE", "NEXT RUN", "RUNS")] + [
+        (r["task_name"], r["schedule"], _iso(r["next_run"]) if r["next_run"] else "done", str(r["runs"])) for r in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(3)]
+    for line in table:
+        click.echo(f"{line[0]:<{widths[0]}}  {line[1]:<{widths[1]}}  {line[2]:<{widths[2]}}  {line[3]}")
 
 
 def _duration(seconds: Any) -> str:

@@ -22,49 +22,64 @@ import atexit
 import logging
 import os
 import socket
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
 
-from . import _native
+from . import _native, context, eager
 from .config import Config
 from .errors import (
     ClientClosedError,
     ControlPlaneUnavailable,
     PayloadTooLargeError,
     SharedMemoryFullError,
+    TaskCancelledError,
     TaskFailedError,
     TaskNotFoundError,
     TaskTimeoutError,
     UnknownTaskError,
 )
-from .engine import runtime, shm, wire
+from .engine import call_options, runtime, shm, wire
 from .engine.ids import TaskIds
+from .engine.periodic import Periodic
 from .engine.records import (
     CANCELLED,
     FAILURE,
+    NOT_IN_RING,
     PENDING,
     STARTED,
     SUCCESS,
     Finished,
     Record,
     RecordTable,
+    Retry,
     finished_status,
     from_ns,
     to_result,
 )
+from .engine.schedule import Schedule, due_time
 from .engine.supervisor import Supervisor
+from .engine.worker import inline_failure
 from .engine.zygote import WorkerSpec
+from .events import Events
+from .events import call as call_handler
 from .tasks.models import TaskPriority, TaskResult, TaskStatus
+from .tasks.policy import DEFAULT_POLICY, TaskPolicy, make_policy
 from .tasks.registry import load_task_modules, registry
-from .tasks.serialization import Codec
+from .tasks.serialization import Codec, decode_failure
 
 log = logging.getLogger("fastworker.client")
 
 _NORMAL = TaskPriority.NORMAL
-_STATUS_OF = {_native.RESULT_SUCCESS: SUCCESS, _native.RESULT_FAILURE: FAILURE}
+_STATUS_OF = {_native.RESULT_SUCCESS: SUCCESS, _native.RESULT_FAILURE: FAILURE, _native.RESULT_CANCELLED: CANCELLED}
+_EVENT_OF = {SUCCESS.value: "task.success", FAILURE.value: "task.failure", CANCELLED.value: "task.cancelled"}
+_SCHEDULING = ("countdown", "eta")
+# The retry options a control plane tells its clients (the hard timeout is the workers' business).
+_RETRY_OPTIONS = ("retries", "retry_delay", "retry_backoff", "retry_backoff_max")
 _BATCH_KEYS = frozenset(("task_name", "args", "kwargs", "priority"))
 # How long stop() lets running tasks finish before their workers are killed.
 _STOP_GRACE = 5.0
@@ -103,8 +118,10 @@ class Client:
         slots: int | None = None,
         arena_size: int | str | None = None,
         spin_us: int | None = None,
+        max_tasks_per_child: int | None = None,
+        max_memory_per_child: int | str | None = None,
+        eager: bool | None = None,
     ) -> None:
-        self._embedded = workers is not None or task_modules is not None
         modules = task_modules if task_modules is None or isinstance(task_modules, str) else ",".join(task_modules)
         self.config = Config.resolve(
             workers=workers,
@@ -117,7 +134,12 @@ class Client:
             slots=slots,
             arena_size=arena_size,
             spin_us=spin_us,
+            max_tasks_per_child=max_tasks_per_child,
+            max_memory_per_child=max_memory_per_child,
+            eager=eager,
         )
+        self._eager = self.config.eager
+        self._embedded = workers is not None or task_modules is not None or self._eager
         self._codec = Codec.for_format(self.config.serialization_format)
         self._segment: _native.Segment | None = None
         self._supervisor: Supervisor | None = None
@@ -131,6 +153,12 @@ class Client:
         self._room_waiters: list[asyncio.Future] = []
         self._control: socket.socket | None = None  # attached: the connection to the control plane
         self._closed = False
+        self._policies: dict[str, TaskPolicy] = {}  # tasks with options (retries, ...), by name
+        self._schedule: Schedule | None = None  # embedded: tasks waiting for their time
+        self._periodic: Periodic | None = None
+        self._by_tag: dict[int, Record] = {}  # attached: tasks the control plane places for us
+        self._background: set[asyncio.Task] = set()  # placing due tasks, callbacks
+        self.events = Events()
 
     # ------------------------------------------------------------------ life
 
@@ -155,6 +183,12 @@ class Client:
         names = registry.snapshot()
         tasks = tuple(registry.get(n) for n in names)
         self._fn_ids = {n: i for i, n in enumerate(names)}
+        self._policies = {d.name: d.policy for d in tasks if d.policy is not DEFAULT_POLICY}
+        if self._eager:
+            self._loop = loop
+            self._segment = eager.NO_SEGMENT
+            _live_clients.add(self)
+            return
         geometry = shm.Geometry(
             nslots=self.config.slots,
             arena_size=self.config.arena_size,
@@ -166,9 +200,15 @@ class Client:
             segment.set_spin(self.config.spin_us * 1000, len(os.sched_getaffinity(0)))
             self._client_id, _gen = segment.client_open(os.getpid())
             self._eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-            spec = WorkerSpec(segment, tasks, self._codec, {self._client_id: self._eventfd})
+            spec = WorkerSpec(
+                segment, tasks, self._codec, {self._client_id: self._eventfd},
+                max_tasks_per_child=self.config.max_tasks_per_child,
+                max_memory_per_child=self.config.max_memory_per_child,
+                id_prefixes={self._client_id: self._ids.prefix},
+            )
             self._supervisor = Supervisor(
-                segment, self.config.workers, spec, self._on_lost, loop, on_arena=self._on_arena
+                segment, self.config.workers, spec, self._on_lost, loop, on_arena=self._on_arena,
+                on_worker=self._on_worker,
             )
             self._segment = segment
             self._loop = loop
@@ -176,6 +216,8 @@ class Client:
             self._supervisor.start()
             loop.add_reader(self._eventfd, self._on_wakeup)
             segment.arm(self._client_id)
+            self._schedule = Schedule(loop)
+            self._periodic = Periodic.start(self._schedule, tasks, self._run_periodic, self.get_status)
         except BaseException:
             self._teardown(grace=0.0)
             raise
@@ -215,6 +257,10 @@ class Client:
                 os.close(eventfd)
             raise
         self._fn_ids = {name: i for i, name in enumerate(welcome["tasks"])}
+        self._policies = {
+            name: make_policy(**{k: v for k, v in options.items() if k in _RETRY_OPTIONS})
+            for name, options in welcome.get("policies", {}).items()
+        }
         self._client_id = int(welcome["client"])
         self._eventfd = eventfd
         self._control = control
@@ -253,12 +299,23 @@ class Client:
             result = self.get_result(task_id)
             reply: dict[str, Any] = {"result": None if result is None else result.to_dict()}
         elif ask.get("ask") == "cancel":
-            cancelled = self._cancel_local(task_id)
-            reply = {"cancelled": cancelled, "message": f"task {task_id} " + (
-                "cancelled" if cancelled else "is running or finished; it cannot be cancelled"
-            )}
+            self._in_background(self._answer_cancel(ask, task_id))
+            return
         else:
             reply = {"error": f"unknown question {ask.get('ask')!r}"}
+        self._send_answer(ask, reply)
+
+    async def _answer_cancel(self, ask: dict, task_id: str) -> None:
+        try:
+            cancelled = await self.cancel_task(task_id)
+        except Exception as exc:  # noqa: BLE001 - the asker gets the reason
+            self._send_answer(ask, {"error": f"could not cancel task {task_id}: {exc}"})
+            return
+        self._send_answer(ask, {"cancelled": cancelled, "message": f"task {task_id} " + (
+            "cancelled" if cancelled else "already finished, or unknown"
+        )})
+
+    def _send_answer(self, ask: dict, reply: dict) -> None:
         if self._control is not None:
             try:
                 self._control.send(orjson.dumps({"answer": ask["qid"], **reply}))
@@ -309,7 +366,15 @@ class Client:
             return
         self._closed = True
         _live_clients.discard(self)
+        for task in self._background:
+            task.cancel()
+        if self._schedule is not None:
+            self._schedule.close()  # what waited for its time ends with the rest of the unfinished
         segment, supervisor, control = self._segment, self._supervisor, self._control
+        if segment is eager.NO_SEGMENT:
+            self._segment = None
+            self._fail_unfinished(reason)
+            return
         if segment is None:
             return
         loop_open = self._loop is not None and not self._loop.is_closed()  # at exit it may be closed
@@ -342,6 +407,7 @@ class Client:
                     fut.set_exception(reason or ClientClosedError("the client stopped"))
 
     def _fail_unfinished(self, reason: Exception | None = None) -> None:
+        self._by_tag.clear()
         for record in list(self._records.pending.values()):
             waiters, record.waiters = record.waiters, None
             if reason is None and self._control is not None:
@@ -378,16 +444,12 @@ class Client:
         segment = self._segment
         if segment is None:
             segment = self._require_segment()
-        # Keywords of the scheduler, which is not built yet: they must not
-        # silently become the task's own keyword arguments.
-        if kwargs and ("countdown" in kwargs or "eta" in kwargs):
-            raise NotImplementedError(
-                "countdown= and eta= scheduling is not available in this version; "
-                "submit the task when it is due"
-            )
         fn_id = self._fn_ids.get(task_name)
         if fn_id is None:
             raise UnknownTaskError(task_name, self._fn_ids)
+        if (kwargs and ("countdown" in kwargs or "eta" in kwargs)) or task_name in self._policies or self._eager:
+            when = {key: kwargs.pop(key) for key in _SCHEDULING if key in kwargs}
+            return await self._delay_with(task_name, args, kwargs, priority, **when)
         lane = priority if priority.__class__ is TaskPriority else TaskPriority.parse(priority)
         payload, flags = self._codec.encode_args(task_name, args, kwargs)
         self._counter += 1
@@ -406,6 +468,8 @@ class Client:
                 raise self._arena_failed() from None
         task_id = self._ids.make(tag)
         self._records.add(Record(task_id, task_name, handle))
+        if self.events:
+            self._emit_task("task.queued", task_id, task_name)
         return task_id
 
     async def submit_task(
@@ -414,10 +478,191 @@ class Client:
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
         priority: Any = _NORMAL,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        timeout: float | None = None,
+        retries: int | None = None,
     ) -> TaskResult:
-        """Queue a task and wait for its final result (up to the Client's ``timeout``)."""
-        task_id = await self.delay(task_name, *args, priority=priority, **(kwargs or {}))
+        """Queue a task and wait for its final result.
+
+        ``timeout``: the run's hard time limit (its worker is killed when it
+        passes; see ``@task(timeout=)``); ``retries``: this call's own retry
+        count.  The wait itself is bounded by the Client's ``timeout`` option.
+        """
+        task_id = await self.queue_task(task_name, args, kwargs, priority, countdown, eta, timeout, retries)
         return await self.wait(task_id, timeout=self.config.timeout)
+
+    async def queue_task(
+        self,
+        task_name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        priority: Any = _NORMAL,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        timeout: float | None = None,
+        retries: int | None = None,
+    ) -> str:
+        """``submit_task`` without the wait: queue a task with options, return its id."""
+        return await self._delay_with(
+            task_name, tuple(args), dict(kwargs or {}), priority, countdown=countdown, eta=eta, timeout=timeout,
+            retries=retries,
+        )
+
+    async def delay_with_callback(
+        self, task_name: str, callback: Any, /, *args: Any, callback_data: Any = None, priority: Any = _NORMAL,
+        **kwargs: Any,
+    ) -> str:
+        """``delay`` and, when the task ends, call ``callback`` (a function or a coroutine
+        function) in this process with a dict: task_id, status, result, error, started_at,
+        completed_at, callback_data.  A callback that raises is logged and ignored."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {callback!r}")
+        task_id = await self.delay(task_name, *args, priority=priority, **kwargs)
+        self._in_background(self._call_back(task_id, callback, callback_data))
+        return task_id
+
+    async def _call_back(self, task_id: str, callback: Any, callback_data: Any) -> None:
+        try:
+            result = await self.wait(task_id)
+        except ClientClosedError as exc:
+            result = TaskResult(task_id, CANCELLED, error=f"ClientClosedError: {exc}")
+        payload = {
+            "task_id": task_id, "status": result.status.value, "result": result.result, "error": result.error,
+            "started_at": result.started_at, "completed_at": result.completed_at, "callback_data": callback_data,
+        }
+        call_handler(callback, payload, f"callback of task {task_id}", self._background)
+
+    def on(self, event: str, handler: Any) -> Any:
+        """Call ``handler(dict)`` (sync or async) on each event: task.queued, task.started,
+        task.success, task.failure, task.retrying, task.cancelled, worker.started, worker.lost.
+        A handler that raises is logged and ignored.  Returns the handler."""
+        return self.events.on(event, handler)
+
+    def off(self, event: str, handler: Any) -> None:
+        self.events.off(event, handler)
+
+    # ------------------------------------------------- tasks with options
+
+    async def _delay_with(
+        self, task_name: str, args: tuple, kwargs: dict, priority: Any, countdown: float | None = None,
+        eta: datetime | None = None, timeout: float | None = None, retries: int | None = None,
+    ) -> str:
+        """The way of a task with a schedule, a policy or per-call options (delay's slow path)."""
+        segment = self._require_segment()
+        fn_id = self._fn_ids.get(task_name)
+        if fn_id is None:
+            raise UnknownTaskError(task_name, self._fn_ids)
+        lane = TaskPriority.parse(priority)
+        now = time.time()
+        due = due_time(countdown, eta, now)
+        policy = self._policies.get(task_name, DEFAULT_POLICY).with_overrides(retries, timeout)
+        payload, flags = self._codec.encode_args(task_name, args, kwargs)
+        self._counter += 1
+        tag = self._counter
+        retry = Retry(tag, fn_id, lane, flags, payload, policy.retries, policy, None if timeout is None else policy.timeout)
+        record = Record(self._ids.make(tag), task_name, NOT_IN_RING, retry)
+        if self._eager:
+            self._records.add(record)
+            await self._run_eagerly(record, args, kwargs)
+            return record.task_id
+        if due is not None and due > now:
+            self._records.add(record)
+            self._hold(record, due)
+        else:
+            handle = await self._place(segment, record)
+            self._records.add(record)
+            self._records.placed(record, handle)
+        if self.events:
+            self._emit_task("task.queued", record.task_id, task_name, attempt=1)
+        return record.task_id
+
+    def _submission(self, record: Record) -> tuple[int, int, int, int, bytes]:
+        """(lane, fn_id, flags, tag, payload) of a record's next attempt."""
+        retry = record.retry
+        assert retry is not None
+        flags, payload = retry.flags, retry.payload
+        if retry.timeout is not None or retry.attempt > 1:
+            flags |= call_options.CALL_OPTIONS
+            payload = call_options.wrap(payload, retry.timeout, retry.attempt)
+        return retry.lane, retry.fn_id, flags, retry.tag, payload
+
+    async def _place(self, segment: _native.Segment, record: Record) -> int:
+        """Put a record's next attempt in the ring (waiting for room); its handle."""
+        lane, fn_id, flags, tag, payload = self._submission(record)
+        while True:
+            try:
+                return segment.submit(self._client_id, lane, fn_id, flags, tag, payload)
+            except _native.Full:
+                await self._wait_for_room()
+            except _native.TooBig:
+                raise self._too_big(record.task_name, len(payload)) from None
+            except _native.Shutdown:
+                raise ClientClosedError("the client is stopping; the task was not queued") from None
+            except _native.ArenaFailed:
+                raise self._arena_failed() from None
+
+    def _hold(self, record: Record, due: float) -> None:
+        """Keep a task out of the ring until ``due``: in our own schedule when we own the
+        engine, else in the control plane's (so it runs even if this client is gone by then)."""
+        assert record.retry is not None
+        if self._schedule is not None:
+            self._schedule.add(record.retry.tag, due, lambda: self._in_background(self._place_due(record)))
+            return
+        lane, fn_id, flags, tag, payload = self._submission(record)
+        self._by_tag[tag] = record
+        try:
+            assert self._control is not None
+            self._control.send(wire.schedule_datagram(tag, due, fn_id, lane, flags, payload))
+        except (OSError, ValueError) as exc:
+            del self._by_tag[tag]
+            raise ControlPlaneUnavailable(f"could not hand the task to control plane {self.config.name!r}: {exc}")
+
+    async def _place_due(self, record: Record) -> None:
+        if self._records.pending.get(record.task_id) is not record or self._segment is None:
+            return  # cancelled, or the client stopped
+        try:
+            handle = await self._place(self._segment, record)
+        except Exception as exc:  # noqa: BLE001 - ends the task, with the reason
+            if record.task_id in self._records.pending:
+                self._records.finish(record, FAILURE, error=f"{type(exc).__name__}: {exc}")
+            return
+        if self._records.pending.get(record.task_id) is record:
+            self._records.placed(record, handle)
+        else:  # cancelled while it waited for room
+            self._segment.cancel(self._client_id, handle)
+
+    def _retry_later(self, record: Record, item: tuple) -> None:
+        """A failed attempt of a task with retries left: run it again after its delay."""
+        retry = record.retry
+        assert retry is not None
+        self._records.unplaced(record)
+        delay = retry.policy.retry_delay_after(retry.attempt)
+        retry.attempt += 1
+        if self.events:
+            error, _tb = decode_failure(item[4])
+            self._emit_task("task.retrying", record.task_id, record.task_name, attempt=retry.attempt,
+                            error=error, delay=delay)
+        try:
+            self._hold(record, time.time() + delay)
+        except ControlPlaneUnavailable as exc:
+            self._records.finish(record, FAILURE, item[4], item[5], item[6], error=str(exc))
+
+    async def _run_eagerly(self, record: Record, args: tuple, kwargs: dict) -> None:
+        """Eager mode: every attempt runs here and now, through the same codec."""
+        retry = record.retry
+        assert retry is not None
+        defn = registry.get(record.task_name)
+        while True:
+            status, payload, t_start, t_end = await eager.run(
+                defn, self._codec, retry.payload, retry.flags, record.task_id, retry.attempt, retry.lane
+            )
+            if status is SUCCESS or retry.exhausted:
+                break
+            retry.attempt += 1
+        self._records.finish(record, status, payload, t_start, t_end)
+        if self.events:
+            self._emit_finished([(record.task_id, record.task_name, status.value, payload)])
 
     async def map(
         self,
@@ -473,6 +718,12 @@ class Client:
         """
         segment = self._require_segment()
         default = TaskPriority.parse(default_priority)
+        if self._eager:
+            return [
+                await self._delay_with(spec["task_name"], tuple(spec.get("args", ())), dict(spec.get("kwargs") or {}),
+                                       spec.get("priority", default))
+                for spec in tasks
+            ]
         fn_ids, encode, client_id = self._fn_ids, self._codec.encode_args, self._client_id
         names: list[str] = []
         subs: list[tuple[int, int, int, int, bytes]] = []  # (lane, fn_id, flags, tag, payload)
@@ -523,6 +774,8 @@ class Client:
                 task_id = make_id(subs[i][3])
                 add_record(Record(task_id, names[i], handle))
                 ids.append(task_id)
+                if self.events:
+                    self._emit_task("task.queued", task_id, names[i])
         return ids
 
     def _too_big(self, task_name: str, size: int) -> PayloadTooLargeError:
@@ -558,6 +811,10 @@ class Client:
     def _on_lost(self, lost: list[tuple[int, int]]) -> None:
         self._collect()
 
+    def _on_worker(self, event: str, payload: dict) -> None:
+        if self.events:
+            self.events.emit(event, payload)
+
     def _on_arena(self) -> None:
         self._collect()  # wakes submitters that waited for arena room
 
@@ -571,7 +828,10 @@ class Client:
         while True:
             items = segment.drain(self._client_id)
             if items:
-                finish_drained(items, _STATUS_OF)
+                if self.events:
+                    self._emit_drained(items)
+                for record, item in finish_drained(items, _STATUS_OF, self._by_tag):
+                    self._retry_later(record, item)
             collected += len(items)
             if not segment.arm(self._client_id):
                 break
@@ -581,6 +841,67 @@ class Client:
                 if not fut.done():
                     fut.set_result(None)
         return collected
+
+    # ------------------------------------------------------------- events
+
+    def _emit_task(self, event: str, task_id: str, task_name: str, **extra: Any) -> None:
+        self.events.emit(event, {"event": event, "task_id": task_id, "task_name": task_name, **extra})
+
+    def _emit_drained(self, items: list[tuple]) -> None:
+        """Events of drained results (before they are filed: a retried failure is not final)."""
+        by_handle, finished = self._records.in_flight, []
+        for handle, status, _flags, tag, payload, t_start, _t_end in items:
+            record = by_handle.get(handle) or self._by_tag.get(tag)
+            if record is None:
+                continue
+            if t_start and self.events.listens("task.started"):
+                self._emit_task("task.started", record.task_id, record.task_name, attempt=record.attempt,
+                                started_at=from_ns(t_start))
+            if status == _native.RESULT_FAILURE and record.retry is not None and not record.retry.exhausted:
+                continue  # task.retrying follows
+            finished.append((record.task_id, record.task_name, _STATUS_OF[status].value, payload))
+        self._emit_finished(finished)
+
+    def _emit_finished(self, finished: list[tuple[str, str, str, Any]]) -> None:
+        for task_id, task_name, status, payload in finished:
+            event = _EVENT_OF[status]
+            if not self.events.listens(event):
+                continue
+            extra: dict[str, Any] = {"status": status}
+            if status == SUCCESS.value:
+                try:
+                    extra["result"] = self._codec.decode_result(payload)
+                except Exception as exc:  # noqa: BLE001
+                    extra["error"] = f"{type(exc).__name__}: {exc}"
+            elif payload:
+                extra["error"] = decode_failure(payload)[0]
+            self._emit_task(event, task_id, task_name, **extra)
+
+    def _in_background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # ----------------------------------------------------------- periodic
+
+    def _run_periodic(self, task_name: str) -> str | None:
+        """A periodic task's tick (the Periodic runner decided it is due and not running)."""
+        segment = self._segment
+        if segment is None:
+            return None
+        self._counter += 1
+        tag = self._counter
+        fn_id = self._fn_ids[task_name]
+        payload, flags = self._codec.encode_args(task_name, (), {})
+        policy = self._policies.get(task_name, DEFAULT_POLICY)
+        record = Record(self._ids.make(tag), task_name, NOT_IN_RING,
+                        Retry(tag, fn_id, _NORMAL, flags, payload, policy.retries, policy, None))
+        self._records.add(record)
+        try:
+            self._records.placed(record, segment.submit(self._client_id, _NORMAL, fn_id, flags, tag, payload))
+        except (_native.Full, _native.Shutdown, _native.ArenaFailed) as exc:
+            self._records.finish(record, FAILURE, error=f"the periodic run could not be queued: {type(exc).__name__}")
+        return record.task_id
 
     def _entry(self, task_id: str) -> Record | Finished:
         entry = self._records.get(task_id)
@@ -596,8 +917,12 @@ class Client:
             return to_result(entry, self._codec)  # type: ignore[arg-type]
         record: Record = entry  # type: ignore[assignment]
         status, t_start = PENDING, 0
-        if self._segment is not None:
-            state, t_start = self._segment.handle_state(record.handle)
+        if self._segment is not None and self._segment is not eager.NO_SEGMENT:
+            handle = record.handle
+            if handle == NOT_IN_RING and record.task_id and record.retry is not None and self._schedule is None:
+                # Attached: the control plane may have placed it in the ring by now.
+                handle = self._segment.find_task(self._client_id, record.retry.tag) or NOT_IN_RING
+            state, t_start = self._segment.handle_state(handle) if handle != NOT_IN_RING else (-1, 0)
             if state == _native.SLOT_RUNNING:
                 status = STARTED
         snapshot = TaskResult(task_id=record.task_id, status=status, task_name=record.task_name)
@@ -649,19 +974,63 @@ class Client:
         return finished_status(entry) if entry.__class__ is tuple else self._snapshot(entry).status  # type: ignore[arg-type]
 
     async def cancel_task(self, task_id: str) -> bool:
-        """Cancel a task still waiting in the queue: True if it will never run."""
-        if self._records.get(task_id) is None and self._control is not None and not self._closed:
+        """Cancel a task: a queued or scheduled one never runs; a running one's worker is
+        killed (and replaced).  True if the task ends CANCELLED, False if it had finished."""
+        entry = self._records.get(task_id)
+        if entry is None and self._control is not None and not self._closed:
             return bool((await self._query({"query": "cancel", "task_id": task_id}))["cancelled"])
-        return self._cancel_local(task_id)
+        if entry.__class__ is not Record or self._segment is None:
+            return False
+        record: Record = entry  # type: ignore[assignment]
+        if self._cancel_local(task_id):
+            return True
+        if record.handle == NOT_IN_RING and self._control is not None:  # held by the control plane
+            assert record.retry is not None
+            reply = await self._query({"query": "unschedule", "client": self._client_id, "tag": record.retry.tag})
+            if reply.get("cancelled") and self._records.pending.get(task_id) is record:
+                self._by_tag.pop(record.retry.tag, None)
+                self._records.finish(record, CANCELLED, error="cancelled before it started")
+                return True
+            handle = self._segment.find_task(self._client_id, record.retry.tag)
+            if handle is None or self._records.pending.get(task_id) is not record:
+                return False
+            self._by_tag.pop(record.retry.tag, None)
+            self._records.placed(record, handle)
+        return await self._stop_running(record)
+
+    async def _stop_running(self, record: Record) -> bool:
+        """Kill the worker running the task: it ends CANCELLED (a race with its completion
+        is decided in the ring: if it finished first, False)."""
+        error = inline_failure(TaskCancelledError(f"task {record.task_id} was cancelled while running"))
+        if self._supervisor is not None:
+            stopped = self._supervisor.stop_task(record.handle, _native.RESULT_CANCELLED, error)
+        elif self._control is not None:
+            reply = await self._query({"query": "stop", "client": self._client_id,
+                                       "generation": self._segment.client_gen(self._client_id) if self._segment else 0,
+                                       "handle": record.handle})
+            stopped = bool(reply.get("stopped"))
+        else:
+            stopped = False
+        if not stopped or self._records.pending.get(record.task_id) is not record:
+            return False
+        self._records.finish(record, CANCELLED, error="TaskCancelledError: cancelled while running; its worker "
+                                                      "was killed and replaced")
+        return True
 
     def _cancel_local(self, task_id: str) -> bool:
+        """Cancel a task that has not started: queued in the ring, or waiting in our schedule."""
         entry = self._records.get(task_id)
         if entry.__class__ is not Record or self._segment is None:
             return False
         record: Record = entry  # type: ignore[assignment]
-        if not self._segment.cancel(self._client_id, record.handle):
+        if record.handle == NOT_IN_RING:
+            if self._schedule is None or record.retry is None or not self._schedule.cancel(record.retry.tag):
+                return False
+        elif not self._segment.cancel(self._client_id, record.handle):
             return False
         self._records.finish(record, CANCELLED, error="cancelled before it started")
+        if self.events:
+            self._emit_task("task.cancelled", task_id, record.task_name, status=CANCELLED.value)
         return True
 
     # ------------------------------------------------------------ inspection
@@ -670,8 +1039,14 @@ class Client:
     def workers(self) -> int:
         return self.config.workers
 
+    def periodic(self) -> list[dict[str, Any]]:
+        """The periodic tasks this client runs (embedded), with their next run time."""
+        return self._periodic.describe() if self._periodic is not None else []
+
     def stats(self) -> dict[str, Any]:
         segment = self._require_segment()
+        if segment is eager.NO_SEGMENT:
+            return {"eager": True, "in_flight": len(self._records.in_flight)}
         stats: dict[str, Any] = dict(segment.stats())
         stats["in_flight"] = len(self._records.in_flight)
         stats["workers_lost"] = self._supervisor.workers_lost if self._supervisor else 0

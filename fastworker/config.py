@@ -99,6 +99,17 @@ def _parse_str(value: Any) -> str:
     return value.strip()
 
 
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = _parse_str(value).lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("not a yes/no value")
+
+
 def _parse_log_level(value: Any) -> str:
     return _parse_str(value).upper()
 
@@ -169,6 +180,17 @@ _RULES: dict[str, _Rule] = {
     "log_level": _Rule(
         _parse_log_level, lambda v: v in _LOG_LEVELS, "one of " + ", ".join(_LOG_LEVELS)
     ),
+    "max_tasks_per_child": _Rule(
+        _parse_int, lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1, or unset for no limit"
+    ),
+    "max_memory_per_child": _Rule(
+        parse_size,
+        lambda v: v is None or (_is_int(v) and v >= MIN_ARENA_SIZE),
+        "at least 1 MiB of RSS, as bytes or with a unit such as '512MiB', '2GiB'; or unset for no limit",
+    ),
+    "eager": _Rule(
+        _parse_bool, lambda v: isinstance(v, bool), "true or false (1/0, yes/no)"
+    ),
 }
 
 
@@ -193,6 +215,11 @@ class Config:
     # worker at a time, only with a core to spare (see native/ring.c).
     spin_us: int = 50
     log_level: str = "WARNING"
+    # Replace a worker after this many tasks / once its RSS passes this many bytes.
+    max_tasks_per_child: int | None = None
+    max_memory_per_child: int | None = None
+    # Run tasks inline in the caller (for users' tests): no workers, no segment.
+    eager: bool = False
 
     @staticmethod
     def env_var(option: str) -> str:

@@ -41,11 +41,16 @@ import psutil
 from . import _native
 from .config import Config
 from .engine import runtime, shm, wire
+from .engine.ids import TaskIds, make_task_id
+from .engine.periodic import Periodic
 from .engine.records import RecordTable, to_result
+from .engine.schedule import Schedule
 from .engine.supervisor import Supervisor
+from .engine.worker import inline_failure
 from .engine.zygote import WorkerSpec
-from .errors import ControlPlaneUnavailable
+from .errors import ControlPlaneUnavailable, TaskCancelledError
 from .tasks.models import TaskPriority, TaskStatus
+from .tasks.policy import DEFAULT_POLICY
 from .tasks.registry import load_task_modules, registry
 from .tasks.serialization import Codec
 
@@ -56,7 +61,13 @@ MAX_CLIENTS = 256  # attached client processes at once
 STOP_GRACE = 10.0  # how long running tasks may finish after SIGTERM / SIGINT
 _MAX_MESSAGE = 64 * 1024
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
-_RESULT_STATUS = {_native.RESULT_SUCCESS: TaskStatus.SUCCESS, _native.RESULT_FAILURE: TaskStatus.FAILURE}
+_RESULT_STATUS = {
+    _native.RESULT_SUCCESS: TaskStatus.SUCCESS,
+    _native.RESULT_FAILURE: TaskStatus.FAILURE,
+    _native.RESULT_CANCELLED: TaskStatus.CANCELLED,
+}
+# A scheduled task that finds the ring full tries again this much later.
+_PLACE_RETRY = 0.05
 _WORKER_STATES = {
     _native.WORKER_EMPTY: "starting",
     _native.WORKER_IDLE: "idle",
@@ -76,6 +87,25 @@ class Attached:
     pid: int
     ids: str  # the prefix of its task ids: says whose a task id is
     asked: dict[int, socket.socket] = field(default_factory=dict)  # qid -> the querier waiting
+    scheduled: set[int] = field(default_factory=set)  # tags of its tasks held in our schedule
+
+
+@dataclass
+class Scheduled:
+    """A task a client handed over to be placed in the ring at its time."""
+
+    client: int  # whose entry it goes in: the client's, or ours once it left
+    generation: int
+    ids: str  # its client's task id prefix
+    tag: int  # the tag in the ring (ours carry the departed client's mark)
+    fn_id: int
+    lane: int
+    flags: int
+    payload: bytes
+
+    @property
+    def task_id(self) -> str:
+        return make_task_id(self.ids, self.tag)
 
 
 def peer_uid(conn: socket.socket) -> int:
@@ -112,6 +142,11 @@ class ControlPlane:
         self._next_mark = 0
         self._next_qid = 0
         self.started = time.monotonic()
+        self.schedule: Schedule | None = None
+        self.scheduled: dict[tuple[str, int], Scheduled] = {}  # (id prefix, counter) -> task held for later
+        self.periodic: Periodic | None = None
+        self.own_ids = TaskIds()  # the ids of periodic runs (tag mark 0 on our own entry)
+        self._own_counter = 0
 
     # ------------------------------------------------------------------ life
 
@@ -164,8 +199,12 @@ class ControlPlane:
         )
         self.segment = shm.create(f"cp-{self.config.name}", geometry)
         self.segment.set_spin(self.config.spin_us * 1000, len(os.sched_getaffinity(0)))
-        tasks = tuple(registry.get(name) for name in self.task_names)
-        spec = WorkerSpec(self.segment, tasks, self.codec, {}, attachable=True)
+        tasks = self.tasks = tuple(registry.get(name) for name in self.task_names)
+        spec = WorkerSpec(
+            self.segment, tasks, self.codec, {}, attachable=True,
+            max_tasks_per_child=self.config.max_tasks_per_child,
+            max_memory_per_child=self.config.max_memory_per_child,
+        )
         self.supervisor = Supervisor(
             self.segment,
             self.config.workers,
@@ -174,12 +213,15 @@ class ControlPlane:
             loop,
             on_arena=self._wake_all,
             client_fd=self._client_fd,
+            task_id=self._task_id,
         )
         self.own_entry, self.own_generation = self.segment.client_open(os.getpid())
         self.own_eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         loop.add_reader(self.own_eventfd, self._collect)
         self.segment.arm(self.own_entry)
         self.supervisor.start()
+        self.schedule = Schedule(loop)
+        self.periodic = Periodic.start(self.schedule, tasks, self._run_periodic, self._kept_status)
 
     def _listen(self, place: runtime.Place) -> None:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -214,6 +256,11 @@ class ControlPlane:
                 loop.remove_reader(self.listener)
             self.listener.close()
             self.listener = None
+        if self.schedule is not None:
+            unplaced = self.schedule.close()
+            if unplaced:
+                log.warning("control plane %r: %d scheduled task(s) never ran (stopped first)",
+                            self.config.name, len(unplaced))
         if self.supervisor is not None:
             self.supervisor.stop(grace)
         # Results finished in the grace period stay in the segment for their
@@ -259,7 +306,11 @@ class ControlPlane:
         except (OSError, orjson.JSONDecodeError):
             hello = None
         if isinstance(hello, dict) and "query" in hello and not fds:
-            self._on_query(conn, hello)
+            try:
+                self._on_query(conn, hello)
+            except Exception as exc:  # noqa: BLE001 - the asker gets an answer, the service goes on
+                log.exception("control plane %r: the query %r failed", self.config.name, hello.get("query"))
+                self._reply(conn, {"error": f"the {hello.get('query')!r} query failed: {type(exc).__name__}: {exc}"})
             return
         if not isinstance(hello, dict) or hello.get("hello") != PROTOCOL or len(fds) != 1:
             send_json(conn, {"error": f"expected a protocol {PROTOCOL} HELLO with the client's eventfd"})
@@ -298,6 +349,12 @@ class ControlPlane:
                 "client": client,
                 "generation": generation,
                 "tasks": list(self.task_names),
+                # Retries are the client's to run (it keeps the arguments): their options.
+                "policies": {
+                    d.name: {"retries": d.policy.retries, "retry_delay": d.policy.retry_delay,
+                             "retry_backoff": d.policy.retry_backoff, "retry_backoff_max": d.policy.retry_backoff_max}
+                    for d in self.tasks if d.policy is not DEFAULT_POLICY and d.policy.retries
+                },
                 "format": self.config.serialization_format.value,
                 "pid": os.getpid(),
                 "workers": self.config.workers,
@@ -320,6 +377,9 @@ class ControlPlane:
             if data[:1] == wire.KEEP:  # a stopping client hands over its finished results
                 for task_id, status, payload, t_start, t_end in wire.read_keep(data):
                     self.results.store(task_id, None, status, payload, t_start, t_end)
+                continue
+            if data[:1] == wire.SCHEDULE:  # a task to place in the ring at its time
+                self._hold(client, data)
                 continue
             try:
                 message = orjson.loads(data)
@@ -346,9 +406,92 @@ class ControlPlane:
             self._next_mark = self._next_mark % 0xFFFF + 1  # marks 1..65535, reused in turn
             self.departed[self._next_mark] = attached.ids
             _delivered, moved = self.segment.client_handover(client, self.own_entry, self._next_mark)
+            for tag in attached.scheduled:  # its scheduled tasks will run for us
+                held = self.scheduled.get((attached.ids, tag))
+                if held is not None:
+                    held.client, held.generation = self.own_entry, self.own_generation
+                    held.tag = (self._next_mark << 48) | tag
             self._collect()
             log.debug("client pid %d (entry %d) left; %d task(s) handed over", attached.pid, client, moved)
         os.close(attached.eventfd)
+
+    # ------------------------------------------------------------- schedule
+
+    def _hold(self, client: int, datagram: bytes) -> None:
+        attached = self.clients.get(client)
+        fields = wire.read_schedule(datagram)
+        if attached is None or fields is None or self.schedule is None:
+            return
+        tag, due, fn_id, lane, flags, payload = fields
+        if fn_id >= len(self.task_names) or lane > 3:
+            log.warning("client pid %d sent a scheduled task with fn_id %d lane %d; dropped", attached.pid, fn_id, lane)
+            return
+        held = Scheduled(client, attached.generation, attached.ids, tag, fn_id, lane, flags, payload)
+        key = (attached.ids, tag)
+        self.scheduled[key] = held
+        attached.scheduled.add(tag)
+        self.schedule.add(key, due, lambda: self._place(key))
+
+    def _place(self, key: tuple[str, int]) -> None:
+        held = self.scheduled.get(key)
+        if held is None or self.segment is None:
+            return
+        attached = self.clients.get(held.client)
+        if held.client != self.own_entry and (attached is None or attached.generation != held.generation):
+            del self.scheduled[key]  # a client that left without a handover (shutting down)
+            return
+        try:
+            self.segment.submit(held.client, held.lane, held.fn_id, held.flags, held.tag, held.payload)
+        except _native.Full:
+            assert self.schedule is not None
+            self.schedule.add(key, self.schedule.clock() + _PLACE_RETRY, lambda: self._place(key))
+            return
+        except (_native.TooBig, _native.Shutdown, _native.ArenaFailed) as exc:
+            self.results.store(held.task_id, self.task_names[held.fn_id], TaskStatus.FAILURE, None, 0, 0,
+                               f"{type(exc).__name__}: the scheduled task could not be queued")
+        del self.scheduled[key]
+        if attached is not None:
+            attached.scheduled.discard(key[1])
+
+    def _unschedule(self, ids: str, tag: int) -> bool:
+        held = self.scheduled.pop((ids, tag & 0xFFFFFFFFFFFF), None)
+        if held is None or self.schedule is None:
+            return False
+        self.schedule.cancel((ids, tag & 0xFFFFFFFFFFFF))
+        attached = self.clients.get(held.client)
+        if attached is not None:
+            attached.scheduled.discard(tag)
+        return True
+
+    def _run_periodic(self, task_name: str) -> str | None:
+        """One run of a periodic task, on our own entry (its result joins the cache)."""
+        if self.segment is None:
+            return None
+        self._own_counter += 1
+        fn_id = self.task_names.index(task_name)
+        payload, flags = self.codec.encode_args(task_name, (), {})
+        task_id = self.own_ids.make(self._own_counter)
+        try:
+            self.segment.submit(self.own_entry, TaskPriority.NORMAL, fn_id, flags, self._own_counter, payload)
+        except (_native.Full, _native.Shutdown, _native.ArenaFailed) as exc:
+            self.results.store(task_id, task_name, TaskStatus.FAILURE, None, 0, 0,
+                               f"{type(exc).__name__}: the periodic run could not be queued")
+        return task_id
+
+    def _kept_status(self, task_id: str) -> TaskStatus | None:
+        """A periodic run's status: finished once its result is kept, else still going."""
+        kept = self.results.get(task_id)
+        return TaskStatus.PENDING if kept is None else TaskStatus(kept[2])
+
+    def _task_id(self, client: int, generation: int, tag: int) -> str | None:
+        """For current_task() in a worker: the id of a client's task."""
+        if client == self.own_entry:
+            mark = tag >> 48
+            prefix = self.own_ids.prefix if mark == 0 else self.departed.get(mark)
+        else:
+            attached = self.clients.get(client)
+            prefix = attached.ids if attached is not None and attached.generation == generation else None
+        return None if prefix is None else make_task_id(prefix, tag)
 
     def _collect(self) -> None:
         """Keep the results of tasks whose clients left (they complete to our own entry)."""
@@ -361,9 +504,10 @@ class ControlPlane:
             pass
         while True:
             for _handle, status, _flags, tag, payload, t_start, t_end in segment.drain(self.own_entry):
-                prefix = self.departed.get(tag >> 48)
+                mark = tag >> 48
+                prefix = self.own_ids.prefix if mark == 0 else self.departed.get(mark)
                 if prefix is not None:
-                    task_id = "%s%012x" % (prefix, tag & 0xFFFFFFFFFFFF)
+                    task_id = make_task_id(prefix, tag)
                     self.results.store(task_id, None, _RESULT_STATUS[status], payload, t_start, t_end)
             if not segment.arm(self.own_entry):
                 break
@@ -419,9 +563,36 @@ class ControlPlane:
         elif kind == "stats":
             self._reply(conn, self.stats())
         elif kind == "tasks":
-            self._reply(conn, {"tasks": list(self.task_names)})
+            self._reply(conn, {"tasks": list(self.task_names),
+                               "periodic": self.periodic.describe() if self.periodic is not None else []})
+        elif kind in ("unschedule", "stop"):
+            self._on_client_query(conn, kind, query)
         else:
             self._reply(conn, {"error": f"unknown query {kind!r}; expected result, cancel, stats or tasks"})
+
+    def _on_client_query(self, conn: socket.socket, kind: str, query: dict) -> None:
+        """A client about one of its own tasks: take it out of the schedule, or stop it running."""
+        client = query.get("client")
+        attached = self.clients.get(client) if isinstance(client, int) else None
+        if attached is None:
+            self._reply(conn, {"error": f"no client is attached as entry {client!r}"})
+        elif kind == "unschedule":
+            tag = query.get("tag")
+            self._reply(conn, {"cancelled": isinstance(tag, int) and self._unschedule(attached.ids, tag)})
+        else:
+            handle = query.get("handle")
+            owned = (
+                isinstance(handle, int) and self.segment is not None
+                and 0 <= handle & 0xFFFFFFFF < self.segment.nslots
+                and self.segment.slot_state(handle & 0xFFFFFFFF)["client"] == client
+                and query.get("generation") == attached.generation
+            )
+            self._reply(conn, {"stopped": bool(owned) and self._stop_task(handle)})
+
+    def _stop_task(self, handle: int) -> bool:
+        assert self.supervisor is not None
+        error = inline_failure(TaskCancelledError("the task was cancelled while running"))
+        return self.supervisor.stop_task(handle, _native.RESULT_CANCELLED, error)
 
     def _handed_over(self, task_id: str) -> int | None:
         """The ring handle of a task handed over to us and not finished yet."""
@@ -434,8 +605,21 @@ class ControlPlane:
                 return self.segment.find_task(self.own_entry, (mark << 48) | counter)
         return None
 
+    def _scheduled_key(self, task_id: str) -> tuple[str, int] | None:
+        prefix, counter = task_id[:-12], task_id[-12:]
+        try:
+            key = (prefix, int(counter, 16))
+        except ValueError:
+            return None
+        return key if key in self.scheduled else None
+
     def _pending_result(self, task_id: str) -> dict | None:
         handle = self._handed_over(task_id)
+        if handle is None and self._scheduled_key(task_id) is not None:
+            key = self._scheduled_key(task_id)
+            return {"task_id": task_id, "task_name": self.task_names[self.scheduled[key].fn_id],  # type: ignore[index]
+                    "status": TaskStatus.PENDING.value, "result": None, "error": None, "traceback": None,
+                    "started_at": None, "completed_at": None}
         if handle is None or self.segment is None:
             return None
         state, _t_start = self.segment.handle_state(handle)
@@ -446,13 +630,19 @@ class ControlPlane:
     def _cancel_handed_over(self, task_id: str) -> dict:
         if self.results.get(task_id) is not None:
             return {"cancelled": False, "message": f"task {task_id} already finished"}
+        key = self._scheduled_key(task_id)
+        if key is not None and self._unschedule(*key):
+            self.results.store(task_id, None, TaskStatus.CANCELLED, None, 0, 0, "cancelled before it started")
+            return {"cancelled": True, "message": f"task {task_id} cancelled (it was scheduled)"}
         handle = self._handed_over(task_id)
         if handle is None or self.segment is None:
             return {"cancelled": False, "message": f"task {task_id} not found (unknown, or its result expired)"}
         if self.segment.cancel(self.own_entry, handle):
             self.results.store(task_id, None, TaskStatus.CANCELLED, None, 0, 0, "cancelled before it started")
             return {"cancelled": True, "message": f"task {task_id} cancelled"}
-        return {"cancelled": False, "message": f"task {task_id} is already running; it cannot be cancelled"}
+        if self._stop_task(handle):  # its result (CANCELLED) reaches our entry and the cache
+            return {"cancelled": True, "message": f"task {task_id} cancelled while running; its worker was replaced"}
+        return {"cancelled": False, "message": f"task {task_id} already finished"}
 
     def stats(self) -> dict:
         assert self.segment is not None and self.supervisor is not None
@@ -487,6 +677,8 @@ class ControlPlane:
             "completed": counters["completed"],
             "failed": counters["failed"],
             "workers_lost": self.supervisor.workers_lost,
+            "tasks_stopped": self.supervisor.tasks_stopped,
+            "scheduled": len(self.scheduled),
             "clients": len(self.clients),
             "results_kept": len(self.results.finished),
         }

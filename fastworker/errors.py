@@ -31,6 +31,7 @@ __all__ = [
     "SegmentError",
     "SerializationError",
     "SharedMemoryFullError",
+    "TaskCancelledError",
     "TaskFailedError",
     "TaskModuleImportError",
     "TaskNotFoundError",
@@ -184,6 +185,10 @@ class ControlPlaneUnavailable(FastWorkerError, ConnectionError):
 
 class TaskTimeoutError(FastWorkerError, TimeoutError):
     """A task, or a wait for its result, ran past its timeout."""
+
+
+class TaskCancelledError(FastWorkerError):
+    """A task was cancelled while it ran (its worker was killed and replaced)."""
 
 
 class WorkerLostError(FastWorkerError):

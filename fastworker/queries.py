@@ -114,3 +114,11 @@ def task_names(name: str, timeout: float = 10.0) -> list[str]:
     if not isinstance(names, list):
         raise ControlPlaneUnavailable(f"control plane {name!r} sent no task list")
     return [str(n) for n in names]
+
+
+def periodic(name: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The control plane's periodic tasks: schedule, next run (ISO 8601, UTC), runs so far."""
+    rows = query(name, {"query": "tasks"}, timeout).get("periodic")
+    if not isinstance(rows, list):
+        raise ControlPlaneUnavailable(f"control plane {name!r} sent no list of periodic tasks")
+    return rows

@@ -35,7 +35,7 @@
 #include <stdint.h>
 
 #define FW_MAGIC 0x3130474e49525746ULL /* "FWRING01" read as little-endian u64 */
-#define FW_LAYOUT_VERSION 2u
+#define FW_LAYOUT_VERSION 3u
 
 #define FW_CACHE_LINE 64u
 #define FW_PAGE 4096u
@@ -72,6 +72,7 @@ enum fw_result_status {
     FW_RESULT_NONE = 0,
     FW_RESULT_SUCCESS = 1,
     FW_RESULT_FAILURE = 2,
+    FW_RESULT_CANCELLED = 3, /* stopped while running (its worker was killed on purpose) */
 };
 
 /* Operations named in the intent record. */
@@ -213,7 +214,10 @@ typedef struct {
     uint64_t tasks_done;
     uint64_t wakeups;      /* times this worker returned from a futex sleep */
     uint64_t started_ns;
-    uint8_t _pad[FW_CACHE_LINE - 40];
+    uint64_t deadline_ns;  /* CLOCK_MONOTONIC ns when the running task's time is up, 0: none */
+    uint32_t timeout_ms;   /* the limit that deadline enforces, for the error message */
+    uint32_t stop;         /* the incarnation the parent is killing (set under the lock): it takes nothing more */
+    uint8_t _pad[FW_CACHE_LINE - 56];
 } fw_worker;
 
 typedef struct {

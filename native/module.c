@@ -528,6 +528,8 @@ static PyObject *seg_take(SegmentObject *self, PyObject *args)
         int rc = fw_take(&self->seg, widx, inc, &t);
         if (rc == 1)
             return taken_tuple(&self->seg, &t);
+        if (rc == FW_E_SHUTDOWN)
+            Py_RETURN_NONE;
         if (rc < 0)
             return raise_status(rc, "take");
         int64_t wait_ns = -1;
@@ -697,17 +699,23 @@ static PyObject *seg_cancel(SegmentObject *self, PyObject *args)
     return PyBool_FromLong(rc);
 }
 
-/* reclaim_worker(worker, incarnation, error_payload) -> [(handle, client), ...] */
+/* reclaim_worker(worker, incarnation, error_payload, status=RESULT_FAILURE) -> [(handle, client), ...] */
 static PyObject *seg_reclaim_worker(SegmentObject *self, PyObject *args)
 {
     CHECK_OPEN(self);
-    unsigned int widx, inc;
+    unsigned int widx, inc, status = FW_RESULT_FAILURE;
     Py_buffer err;
-    if (!PyArg_ParseTuple(args, "IIy*", &widx, &inc, &err))
+    if (!PyArg_ParseTuple(args, "IIy*|I", &widx, &inc, &err, &status))
         return NULL;
+    if (status != FW_RESULT_FAILURE && status != FW_RESULT_CANCELLED) {
+        PyBuffer_Release(&err);
+        return PyErr_Format(PyExc_ValueError, "a reclaimed task ends RESULT_FAILURE or RESULT_CANCELLED, not %u",
+                            status);
+    }
     uint64_t handles[64];
     uint32_t clients[64];
-    uint32_t n = fw_reclaim_worker(&self->seg, widx, inc, err.buf, (uint32_t)err.len, handles, clients, 64);
+    uint32_t n =
+        fw_reclaim_worker(&self->seg, widx, inc, status, err.buf, (uint32_t)err.len, handles, clients, 64);
     PyBuffer_Release(&err);
     PyObject *list = PyList_New(n);
     if (!list)
@@ -715,6 +723,73 @@ static PyObject *seg_reclaim_worker(SegmentObject *self, PyObject *args)
     for (uint32_t i = 0; i < n; i++)
         PyList_SET_ITEM(list, i, Py_BuildValue("KI", (unsigned long long)handles[i], clients[i]));
     return list;
+}
+
+/* stop_running(handle) -> (worker, incarnation) of the worker to kill, or None if not running */
+static PyObject *seg_stop_running(SegmentObject *self, PyObject *arg)
+{
+    CHECK_OPEN(self);
+    unsigned long long handle = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    uint32_t widx, inc;
+    int rc = fw_stop_running(&self->seg, handle, &widx, &inc);
+    if (rc < 0)
+        return raise_status(rc, "stop_running");
+    if (rc == 0)
+        Py_RETURN_NONE;
+    return Py_BuildValue("II", widx, inc);
+}
+
+/* expired() -> [(worker, incarnation, handle, timeout_ms), ...]: stopped, to be killed */
+static PyObject *seg_expired(SegmentObject *self, PyObject *unused)
+{
+    CHECK_OPEN(self);
+    fw_expiry out[64];
+    uint32_t n = fw_expired(&self->seg, fw_monotonic_ns(), out, 64);
+    PyObject *list = PyList_New(n);
+    if (!list)
+        return NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        PyObject *item = Py_BuildValue("IIKI", out[i].worker, out[i].incarnation,
+                                       (unsigned long long)out[i].handle, out[i].timeout_ms);
+        if (!item) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
+/* next_deadline() -> CLOCK_MONOTONIC ns (time.monotonic_ns()) of the earliest running deadline, or None */
+static PyObject *seg_next_deadline(SegmentObject *self, PyObject *unused)
+{
+    CHECK_OPEN(self);
+    uint64_t next = fw_next_deadline(&self->seg);
+    if (next == 0)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(next);
+}
+
+/* set_deadline(worker, incarnation, timeout_s): the running task's time limit, set by its worker */
+static PyObject *seg_set_deadline(SegmentObject *self, PyObject *args)
+{
+    CHECK_OPEN(self);
+    unsigned int widx, inc;
+    double timeout;
+    if (!PyArg_ParseTuple(args, "IId", &widx, &inc, &timeout))
+        return NULL;
+    if (widx >= self->seg.h->max_workers)
+        return raise_status(FW_E_ARG, "set_deadline");
+    if (!(timeout > 0) || timeout > 4e6)
+        return PyErr_Format(PyExc_ValueError, "a task's timeout must be within (0, 4e6] s, not %g", timeout);
+    fw_worker *w = &self->seg.workers[widx];
+    if (__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE) == inc)
+        Py_RETURN_NONE; /* already being killed */
+    w->timeout_ms = (uint32_t)(timeout * 1000.0 + 0.5);
+    __atomic_store_n(&w->deadline_ns, fw_monotonic_ns() + (uint64_t)(timeout * 1e9), __ATOMIC_RELEASE);
+    Py_RETURN_NONE;
 }
 
 static PyObject *seg_client_open(SegmentObject *self, PyObject *arg)
@@ -823,10 +898,11 @@ static PyObject *seg_worker(SegmentObject *self, PyObject *arg)
     PyObject *cur = w->current_slot == FW_NONE ? Py_NewRef(Py_None) : PyLong_FromUnsignedLong(w->current_slot);
     if (!cur)
         return NULL;
-    return Py_BuildValue("{sIsIsIsNsKsKsK}", "pid", w->pid, "incarnation", w->incarnation, "state", w->state,
+    return Py_BuildValue("{sIsIsIsNsKsKsKsKsI}", "pid", w->pid, "incarnation", w->incarnation, "state", w->state,
                          "current_slot", cur,
                          "tasks_done", (unsigned long long)w->tasks_done, "wakeups",
-                         (unsigned long long)w->wakeups, "started_ns", (unsigned long long)w->started_ns);
+                         (unsigned long long)w->wakeups, "started_ns", (unsigned long long)w->started_ns,
+                         "deadline_ns", (unsigned long long)w->deadline_ns, "stop", w->stop);
 }
 
 static PyObject *seg_check(SegmentObject *self, PyObject *unused)
@@ -1015,6 +1091,10 @@ static PyMethodDef seg_methods[] = {
     {"arm", (PyCFunction)seg_arm, METH_O, NULL},
     {"cancel", (PyCFunction)seg_cancel, METH_VARARGS, NULL},
     {"reclaim_worker", (PyCFunction)seg_reclaim_worker, METH_VARARGS, NULL},
+    {"stop_running", (PyCFunction)seg_stop_running, METH_O, NULL},
+    {"expired", (PyCFunction)seg_expired, METH_NOARGS, NULL},
+    {"next_deadline", (PyCFunction)seg_next_deadline, METH_NOARGS, NULL},
+    {"set_deadline", (PyCFunction)seg_set_deadline, METH_VARARGS, NULL},
     {"client_open", (PyCFunction)seg_client_open, METH_O, NULL},
     {"client_close", (PyCFunction)seg_client_close, METH_O, NULL},
     {"client_gen", (PyCFunction)seg_client_gen, METH_O, NULL},
@@ -1165,6 +1245,7 @@ PyMODINIT_FUNC PyInit__native(void)
     PyModule_AddIntConstant(m, "MAX_CLIENTS", FW_MAX_CLIENTS);
     PyModule_AddIntConstant(m, "RESULT_SUCCESS", FW_RESULT_SUCCESS);
     PyModule_AddIntConstant(m, "RESULT_FAILURE", FW_RESULT_FAILURE);
+    PyModule_AddIntConstant(m, "RESULT_CANCELLED", FW_RESULT_CANCELLED);
     PyModule_AddIntConstant(m, "RESULT_KEEP", FW_RESULT_KEEP);
     PyModule_AddIntConstant(m, "SLOT_QUEUED", FW_SLOT_QUEUED);
     PyModule_AddIntConstant(m, "SLOT_RUNNING", FW_SLOT_RUNNING);

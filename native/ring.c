@@ -414,6 +414,10 @@ static int take_locked(fw_seg *s, uint32_t widx, uint32_t incarnation, fw_taken 
 {
     fw_header *h = s->h;
     uint32_t lane = 0, idx = FW_NONE;
+    if (s->workers[widx].stop == incarnation) { /* being killed: whatever it took would die with it */
+        *left = 0;
+        return 0;
+    }
     for (; lane < FW_LANES; lane++) {
         if (h->lanes[lane].head != FW_NONE) {
             idx = h->lanes[lane].head;
@@ -433,6 +437,7 @@ static int take_locked(fw_seg *s, uint32_t widx, uint32_t incarnation, fw_taken 
     sl->incarnation = (uint16_t)incarnation;
     sl->t_start = fw_realtime_ns();
     STORE_REL(&sl->state, FW_SLOT_RUNNING);
+    s->workers[widx].deadline_ns = 0; /* the worker sets its own once it knows the task's limit */
     s->workers[widx].current_slot = idx;
     s->workers[widx].state = FW_WORKER_BUSY;
     *left = h->lanes[0].count + h->lanes[1].count + h->lanes[2].count + h->lanes[3].count;
@@ -468,6 +473,8 @@ static void chain_wake(fw_seg *s, uint32_t widx)
 
 int fw_take(fw_seg *s, uint32_t widx, uint32_t incarnation, fw_taken *out)
 {
+    if (LOAD(&s->workers[widx].stop) == incarnation)
+        return FW_E_SHUTDOWN; /* for this worker: its parent is killing it */
     int rc = fw_lock(s, FW_OP_TAKE, FW_NONE);
     if (rc != FW_OK)
         return rc;
@@ -554,6 +561,8 @@ static int lanes_busy(fw_seg *s)
 int fw_take_wait(fw_seg *s, uint32_t widx, uint32_t incarnation, int64_t timeout_ns, fw_taken *out)
 {
     fw_header *h = s->h;
+    if (LOAD(&s->workers[widx].stop) == incarnation)
+        return FW_E_SHUTDOWN;
     uint32_t seen = LOAD(&h->work_seq);
     if (spin_for_work(s, widx, seen))
         return fw_take(s, widx, incarnation, out);
@@ -622,10 +631,13 @@ static int finish(fw_seg *s, uint32_t idx, uint32_t status, uint32_t flags, uint
     s->h->completed++;
     if (status == FW_RESULT_FAILURE)
         s->h->failed++;
+    else if (status == FW_RESULT_CANCELLED)
+        s->h->cancelled++;
     if (sl->worker < s->h->max_workers) {
         fw_worker *w = &s->workers[sl->worker];
         if (w->current_slot == idx) {
             w->current_slot = FW_NONE;
+            w->deadline_ns = 0;
             w->state = FW_WORKER_IDLE;
         }
         w->tasks_done++;
@@ -807,8 +819,8 @@ int fw_cancel(fw_seg *s, uint32_t client, uint64_t handle)
     return 1;
 }
 
-uint32_t fw_reclaim_worker(fw_seg *s, uint32_t widx, uint32_t incarnation, const uint8_t *err, uint32_t errlen,
-                           uint64_t *handles_out, uint32_t *clients_out, uint32_t max)
+uint32_t fw_reclaim_worker(fw_seg *s, uint32_t widx, uint32_t incarnation, uint32_t status, const uint8_t *err,
+                           uint32_t errlen, uint64_t *handles_out, uint32_t *clients_out, uint32_t max)
 {
     if (widx >= s->h->max_workers)
         return 0;
@@ -827,7 +839,7 @@ uint32_t fw_reclaim_worker(fw_seg *s, uint32_t widx, uint32_t incarnation, const
         drop_block(s, sl);
         memcpy(sl->inline_data, err, errlen);
         s->h->reclaimed++;
-        if (!finish(s, i, FW_RESULT_FAILURE, 0, errlen))
+        if (!finish(s, i, status, 0, errlen))
             continue; /* its client is gone: nobody to tell */
         if (n < max) {
             handles_out[n] = fw_handle(i, sl->gen);
@@ -837,9 +849,72 @@ uint32_t fw_reclaim_worker(fw_seg *s, uint32_t widx, uint32_t incarnation, const
     }
     s->workers[widx].state = FW_WORKER_GONE;
     s->workers[widx].current_slot = FW_NONE;
+    s->workers[widx].deadline_ns = 0;
     fw_unlock(s);
     fw_space_freed(s);
     return n;
+}
+
+/* ------------------------------------------------- stopping a running task */
+
+/* Under the lock, so the worker cannot finish the task and take another in
+ * between: from here it takes nothing more, and the parent kills it. */
+int fw_stop_running(fw_seg *s, uint64_t handle, uint32_t *widx_out, uint32_t *incarnation_out)
+{
+    uint32_t idx = fw_handle_idx(handle), gen = fw_handle_gen(handle);
+    if (idx >= s->h->nslots)
+        return FW_E_ARG;
+    int rc = fw_lock(s, FW_OP_NONE, idx);
+    if (rc != FW_OK)
+        return rc;
+    fw_slot *sl = &s->slots[idx];
+    int stopped = 0;
+    if (sl->gen == gen && sl->state == FW_SLOT_RUNNING && sl->worker < s->h->max_workers) {
+        fw_worker *w = &s->workers[sl->worker];
+        if (w->current_slot == idx) {
+            w->stop = sl->incarnation;
+            w->deadline_ns = 0;
+            *widx_out = sl->worker;
+            *incarnation_out = sl->incarnation;
+            stopped = 1;
+        }
+    }
+    fw_unlock(s);
+    return stopped;
+}
+
+uint32_t fw_expired(fw_seg *s, uint64_t now_ns, fw_expiry *out, uint32_t max)
+{
+    if (fw_lock(s, FW_OP_NONE, FW_NONE) != FW_OK)
+        return 0;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < s->h->max_workers && n < max; i++) {
+        fw_worker *w = &s->workers[i];
+        uint64_t deadline = LOAD(&w->deadline_ns);
+        if (w->current_slot == FW_NONE || deadline == 0 || deadline > now_ns)
+            continue;
+        fw_slot *sl = &s->slots[w->current_slot];
+        w->stop = sl->incarnation;
+        w->deadline_ns = 0;
+        out[n].worker = i;
+        out[n].incarnation = sl->incarnation;
+        out[n].handle = fw_handle(w->current_slot, sl->gen);
+        out[n].timeout_ms = w->timeout_ms;
+        n++;
+    }
+    fw_unlock(s);
+    return n;
+}
+
+uint64_t fw_next_deadline(fw_seg *s)
+{
+    uint64_t next = 0;
+    for (uint32_t i = 0; i < s->h->max_workers; i++) {
+        uint64_t deadline = LOAD(&s->workers[i].deadline_ns);
+        if (deadline && (next == 0 || deadline < next))
+            next = deadline;
+    }
+    return next;
 }
 
 /* ------------------------------------------------------------ check */

@@ -94,8 +94,26 @@ int fw_cancel(fw_seg *s, uint32_t client, uint64_t handle);
 
 /* Fail the task a dead worker was running with an error payload (truncated
  * to what fits inline).  Writes up to max (handle, client) pairs. */
-uint32_t fw_reclaim_worker(fw_seg *s, uint32_t widx, uint32_t incarnation, const uint8_t *err, uint32_t errlen,
-                           uint64_t *handles_out, uint32_t *clients_out, uint32_t max);
+uint32_t fw_reclaim_worker(fw_seg *s, uint32_t widx, uint32_t incarnation, uint32_t status, const uint8_t *err,
+                           uint32_t errlen, uint64_t *handles_out, uint32_t *clients_out, uint32_t max);
+
+/* Stop the worker running `handle`: it takes nothing more, the caller kills
+ * it.  1 and the worker's (index, incarnation) if the task was running, 0 if
+ * not (queued, finished, or another task now), < 0 on error. */
+int fw_stop_running(fw_seg *s, uint64_t handle, uint32_t *widx_out, uint32_t *incarnation_out);
+
+/* Workers whose running task passed the deadline it set: each is stopped as
+ * by fw_stop_running and returned, for the caller to kill. */
+typedef struct {
+    uint32_t worker;
+    uint32_t incarnation;
+    uint64_t handle;
+    uint32_t timeout_ms;
+} fw_expiry;
+uint32_t fw_expired(fw_seg *s, uint64_t now_ns, fw_expiry *out, uint32_t max);
+
+/* The earliest deadline of a running task (CLOCK_MONOTONIC ns), 0 if none; read without the lock. */
+uint64_t fw_next_deadline(fw_seg *s);
 
 /* Tell producers waiting for a slot or an arena block that one was freed. */
 void fw_space_freed(fw_seg *s);

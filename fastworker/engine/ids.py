@@ -25,3 +25,8 @@ class TaskIds:
 
     def make(self, counter: int) -> str:
         return "%s%012x" % (self._prefix, counter & 0xFFFFFFFFFFFF)  # %-formatting: the fastest here
+
+
+def make_task_id(prefix: str, counter: int) -> str:
+    """The id a TaskIds with this prefix gives the task numbered ``counter``."""
+    return "%s%012x" % (prefix, counter & 0xFFFFFFFFFFFF)

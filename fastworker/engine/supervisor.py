@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from .. import _native
-from ..errors import WorkerLostError
+from ..errors import TaskTimeoutError, WorkerLostError
 from . import fdchannel, zygote
 from .worker import inline_failure
 from .zygote import WorkerSpec, ZygoteHandle, describe_exit
@@ -32,6 +32,9 @@ _STATUS_GRACE = 0.5
 # Respawns of a worker that keeps dying young back off up to this long.
 _MAX_BACKOFF = 2.0
 _YOUNG = 1.0
+# Workers publish their running task's deadline in the segment; the owner
+# looks this often (or at the earliest deadline, if sooner) and kills the late.
+DEADLINE_POLL = 0.1
 
 
 class Supervisor:
@@ -45,7 +48,17 @@ class Supervisor:
         on_arena: Callable[[], None] = lambda: None,
         client_fd: Callable[[int, int], int | None] | None = None,
         on_initializer_failed: Callable[[], None] = lambda: None,
+        task_id: Callable[[int, int, int], str | None] | None = None,
+        watch_deadlines: bool = True,
+        on_worker: Callable[[str, dict], None] = lambda event, payload: None,
     ) -> None:
+        self.on_worker = on_worker  # ("worker.started" | "worker.lost", details) for events
+        self.task_id = task_id  # (client, generation, tag) -> task id, for current_task() in attached workers
+        self.watch_deadlines = watch_deadlines
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        # (index, incarnation) of a worker killed on purpose -> how its running task ends
+        self._outcomes: dict[tuple[int, int], tuple[int, bytes]] = {}
+        self.tasks_stopped = 0
         self.on_initializer_failed = on_initializer_failed
         self.initializer_failed = False
         self.loop = loop
@@ -72,6 +85,8 @@ class Supervisor:
         self._start_zygote()
         for index in range(self.size):
             self._spawn(index)
+        if self.watch_deadlines:
+            self._deadline_timer = self.loop.call_later(DEADLINE_POLL, self._check_deadlines)
 
     def _start_zygote(self) -> None:
         self.zygote = z = zygote.start(self.spec)
@@ -83,6 +98,8 @@ class Supervisor:
         if self.stopping:
             return
         self.stopping = True
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
         self.segment.shutdown()
         for index in list(self._pidfds):
             self._forget_pidfd(index)
@@ -98,6 +115,47 @@ class Supervisor:
                 os.close(msg.pidfd)
         z.close()
         self.zygote = None
+
+    # ------------------------------------------------- stopping a running task
+
+    def stop_task(self, handle: int, status: int, error: bytes) -> bool:
+        """Kill the worker running this task, which then ends with ``status``
+        (RESULT_CANCELLED or RESULT_FAILURE) and ``error``; its worker is replaced.
+        False if the task is not running (queued, finished, unknown)."""
+        stopped = self.segment.stop_running(handle)
+        if stopped is None:
+            return False
+        self._kill(*stopped, status, error)
+        return True
+
+    def _kill(self, index: int, incarnation: int, status: int, error: bytes) -> None:
+        # The ring stopped this worker under its lock: it takes nothing more,
+        # so the task we mean is the only one the kill can end.
+        self._outcomes.setdefault((index, incarnation), (status, error))
+        self.tasks_stopped += 1
+        pidfd = self._pidfds.get(index)
+        if pidfd is not None and self.incarnations[index] == incarnation:
+            try:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # already dead: its pidfd reports it and _finalize applies the outcome
+
+    def _check_deadlines(self) -> None:
+        if self.stopping or self.segment.closed:
+            return
+        for index, incarnation, handle, timeout_ms in self.segment.expired():
+            fn_id = self.segment.slot_state(handle & 0xFFFFFFFF)["fn_id"]
+            name = self.spec.tasks[fn_id].name if fn_id < len(self.spec.tasks) else f"#{fn_id}"
+            error = TaskTimeoutError(
+                f"task {name!r} ran past its timeout of {timeout_ms / 1000:g} s; its worker "
+                f"(pid {self.pids.get(index, 0)}) was killed and replaced"
+            )
+            self._kill(index, incarnation, _native.RESULT_FAILURE, inline_failure(error))
+        delay = DEADLINE_POLL
+        next_deadline = self.segment.next_deadline()
+        if next_deadline is not None:
+            delay = min(delay, max(0.0, (next_deadline - time.monotonic_ns()) / 1e9))
+        self._deadline_timer = self.loop.call_later(delay, self._check_deadlines)
 
     # ----------------------------------------------------------------- workers
 
@@ -122,6 +180,7 @@ class Supervisor:
                 self.loop.add_reader(msg.pidfd, self._on_pidfd, msg.index, msg.incarnation, msg.pid)
                 if msg.channel is not None:
                     self._open_channel(msg.index, msg.channel)
+                self.on_worker("worker.started", {"event": "worker.started", "index": msg.index, "pid": msg.pid})
             elif msg.kind == zygote.ARENA:
                 self.on_arena()
             elif msg.kind == zygote.EXITED:
@@ -161,7 +220,8 @@ class Supervisor:
 
     def _on_channel(self, index: int, channel: socket.socket) -> None:
         lookup = self.client_fd or (lambda client, generation: None)
-        if not fdchannel.answer(channel, lookup) and self._channels.get(index) is channel:
+        task_id = self.task_id or (lambda client, generation, tag: None)
+        if not fdchannel.answer(channel, lookup, task_id) and self._channels.get(index) is channel:
             del self._channels[index]  # the worker is gone; its pidfd tells the rest
             self._remove_reader(channel)
             channel.close()
@@ -179,6 +239,14 @@ class Supervisor:
         self._finalized.add(key)
         if self.incarnations[index] == incarnation:
             self._forget_pidfd(index)
+        outcome = self._outcomes.pop(key, None)
+        if outcome is not None:  # killed on purpose: its task was cancelled or ran out of time
+            lost = self.segment.reclaim_worker(index, incarnation, outcome[1], outcome[0])
+            if lost:
+                self.on_lost(lost)
+            if respawn and self.incarnations[index] == incarnation:
+                self._respawn_later(index, young=False)
+            return
         lost = self.segment.reclaim_worker(
             index, incarnation, inline_failure(WorkerLostError(f"worker {index} (pid {pid}) {how}"))
         )
@@ -190,12 +258,15 @@ class Supervisor:
             self.initializer_failed = True
             self.on_initializer_failed()
             return
-        if code == 0 and not lost:
-            log.info("worker %d (pid %d) retired after its task quota; replacing it", index, pid)
+        if code in (0, zygote.RETIRED_OVER_MEMORY) and not lost:
+            reason = "its task quota" if code == 0 else "its RSS passed max_memory_per_child"
+            log.info("worker %d (pid %d) retired after %s; replacing it", index, pid, reason)
             respawn_young = False
         else:
             self.workers_lost += 1
             log.warning("worker %d (pid %d) %s; %d task(s) failed; replacing it", index, pid, how, len(lost))
+            self.on_worker("worker.lost", {"event": "worker.lost", "index": index, "pid": pid, "how": how,
+                                           "tasks_failed": len(lost)})
             respawn_young = time.monotonic() - self._born.get(index, 0.0) < _YOUNG
         if respawn and self.incarnations[index] == incarnation:
             self._respawn_later(index, young=respawn_young)

@@ -7,6 +7,12 @@ side (no pickle: a JSON control plane must not unpickle a client's data):
 
     b"K" then records of  <H id length> <B status> <Q started ns> <Q ended ns> <I payload length>
                           id bytes, payload bytes
+
+A task given a countdown or eta, or a retry waiting out its delay, is handed
+to the control plane in one SCHEDULE datagram; it places the task in the ring
+for the client when due (the payload is copied, never decoded):
+
+    b"S" <Q tag> <d due, wall-clock s> <I fn_id> <B lane> <I flags> then the payload
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from collections.abc import Iterable, Iterator
 from ..tasks.models import TaskStatus
 
 KEEP = b"K"
+SCHEDULE = b"S"
 _RECORD = struct.Struct("<HBQQI")
+_SCHEDULED = struct.Struct("<QdIBI")  # tag, due (wall-clock s), fn_id, lane, flags
 _STATUS_CODES = {status: code for code, status in enumerate(TaskStatus)}
 _CODE_STATUS = {code: status for status, code in _STATUS_CODES.items()}
 # A datagram stays well under the socket's default buffer (~208 KiB); a
@@ -59,3 +67,20 @@ def read_keep(datagram: bytes) -> Iterator[tuple[str, TaskStatus, bytes, int, in
         payload = bytes(view[at : at + length])
         at += length
         yield task_id, _CODE_STATUS[code], payload, t_start, t_end
+
+
+def schedule_datagram(tag: int, due: float, fn_id: int, lane: int, flags: int, payload: bytes) -> bytes:
+    if len(payload) > MAX_DATAGRAM - 64:
+        raise ValueError(
+            f"a scheduled task's arguments take {len(payload)} bytes; the control plane holds at most "
+            f"{MAX_DATAGRAM - 64} (submit it without countdown/eta, or pass less)"
+        )
+    return SCHEDULE + _SCHEDULED.pack(tag, due, fn_id, lane, flags) + payload
+
+
+def read_schedule(datagram: bytes) -> tuple[int, float, int, int, int, bytes] | None:
+    """(tag, due, fn_id, lane, flags, payload), or None if malformed."""
+    if len(datagram) < 1 + _SCHEDULED.size:
+        return None
+    tag, due, fn_id, lane, flags = _SCHEDULED.unpack_from(datagram, 1)
+    return tag, due, fn_id, lane, flags, bytes(datagram[1 + _SCHEDULED.size :])

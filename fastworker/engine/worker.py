@@ -9,15 +9,17 @@ forked worker process spends its life in.
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from .. import _native
+from .. import _native, context
 from ..errors import PayloadTooLargeError, SharedMemoryFullError, UnknownTaskError
 from ..tasks.registry import TaskDefinition
 from ..tasks.serialization import PICKLE_CODEC, Codec, encode_failure
-from . import oob
+from . import call_options, oob
 
 SUCCESS = _native.RESULT_SUCCESS
 FAILURE = _native.RESULT_FAILURE
@@ -49,6 +51,38 @@ class FdLookup(Protocol):
     def get(self, client: int, default: int = -1, /) -> int: ...
 
 
+def no_task_ids(client: int, tag: int) -> str | None:
+    return None
+
+
+class MemoryGuard:
+    """max_memory_per_child: is this worker's RSS (psutil, ~9 µs a look) over the limit?
+
+    Looked at after every task that ran 1 ms or more (where memory grows) and
+    at least every 10 ms among quicker ones, so a stream of trivial tasks
+    pays under 1 % for it."""
+
+    SLOW_TASK = 0.001
+    INTERVAL = 0.01
+
+    def __init__(self, limit: int) -> None:
+        import psutil  # imported only by workers that have a limit
+
+        self.limit = limit
+        self._process = psutil.Process()
+        self._checked = self._began = 0.0
+
+    def task_begins(self) -> None:
+        self._began = time.monotonic()
+
+    def over(self) -> bool:
+        now = time.monotonic()
+        if now - self._began < self.SLOW_TASK and now - self._checked < self.INTERVAL:
+            return False
+        self._checked = now
+        return self._process.memory_info().rss > self.limit
+
+
 class Ring(Protocol):
     def take(self, worker: int, incarnation: int, timeout: float | None = None, /) -> tuple | None: ...
 
@@ -59,6 +93,8 @@ class Ring(Protocol):
     def complete_take(
         self, handle: int, worker: int, incarnation: int, status: int, flags: int, payload: Any, notify_fd: Any, /
     ) -> tuple | None: ...
+
+    def set_deadline(self, worker: int, incarnation: int, timeout: float, /) -> None: ...
 
 
 class Worker:
@@ -73,9 +109,14 @@ class Worker:
         codec: Codec,
         notify_fds: FdLookup | Mapping[int, int],
         max_tasks: int | None = None,
+        task_ids: Callable[[int, int], str | None] = no_task_ids,
+        max_memory: int | None = None,
     ) -> None:
         self.ring = ring
         self.max_tasks = max_tasks  # leave after this many tasks (the owner forks a fresh worker)
+        self.max_memory = max_memory  # leave once RSS is over this many bytes, checked between tasks
+        self.task_ids = task_ids  # (client, tag) -> task id, asked only by current_task()
+        self.over_memory = False
         self.index = index
         self.incarnation = incarnation
         self.tasks = tasks  # indexed by fn_id: the registry snapshot taken when the engine started
@@ -94,14 +135,19 @@ class Worker:
         ring = self.ring
         index, incarnation, notify_fds = self.index, self.incarnation, self.notify_fds
         left = self.max_tasks if self.max_tasks else -1
+        guard = MemoryGuard(self.max_memory) if self.max_memory is not None else None
         try:
             item = ring.take(index, incarnation, None)
             while item is not None:
                 left -= 1
-                handle, _client, fn_id, flags, _tag, _lane, payload = item
-                status, out_flags, out = self.execute(fn_id, flags, payload)
+                handle, client, fn_id, flags, tag, lane, payload = item
+                if guard is not None:
+                    guard.task_begins()
+                status, out_flags, out = self.execute(fn_id, flags, payload, client, tag, lane)
                 self.tasks_run += 1
-                if left == 0:  # recycled: publish this result, take nothing more
+                if guard is not None:
+                    self.over_memory = guard.over()
+                if left == 0 or self.over_memory:  # recycled: publish this result, take nothing more
                     self._complete(handle, status, out_flags, out)
                     return
                 try:
@@ -126,8 +172,8 @@ class Worker:
         item = self.ring.take(self.index, self.incarnation, timeout)
         if item is None:
             return False
-        handle, _client, fn_id, flags, _tag, _lane, payload = item
-        status, out_flags, out = self.execute(fn_id, flags, payload)
+        handle, client, fn_id, flags, tag, lane, payload = item
+        status, out_flags, out = self.execute(fn_id, flags, payload, client, tag, lane)
         self._complete(handle, status, out_flags, out)
         self.tasks_run += 1
         return True
@@ -149,7 +195,9 @@ class Worker:
             error = SharedMemoryFullError("the shared arena could not be reserved in /dev/shm; the result was dropped")
         self.ring.complete(handle, self.index, self.incarnation, FAILURE, 0, inline_failure(error), fd)
 
-    def execute(self, fn_id: int, flags: int, payload: bytes) -> tuple[int, int, Any]:
+    def execute(
+        self, fn_id: int, flags: int, payload: Any, client: int = 0, tag: int = 0, lane: int = 2
+    ) -> tuple[int, int, Any]:
         """Decode, call, encode: (status, flags, payload), never raising.
 
         Everything the task raises, SystemExit and KeyboardInterrupt
@@ -160,13 +208,24 @@ class Worker:
         except IndexError:
             known = [t.name for t in self.tasks]
             return self._failure(UnknownTaskError(f"#{fn_id}", known))
+        timeout, attempt = defn.policy.timeout, 1
+        if flags & call_options.CALL_OPTIONS:
+            own_timeout, attempt, payload = call_options.unwrap(payload)
+            timeout = own_timeout or timeout
+        if timeout is not None:
+            # The owner kills this worker once the deadline passes (Supervisor.watch_deadlines).
+            self.ring.set_deadline(self.index, self.incarnation, timeout)
         try:
             kwargs: dict[str, Any]
             if flags & ARGS_LAID_OUT:  # views into this worker's own copy of the payload
                 args, kwargs = oob.decode(payload), {}
             else:
                 args, kwargs = self.codec.decode_args(payload, flags)
-            value = self._call(defn, args, kwargs)
+            context.enter(self.task_ids, client, tag, defn.name, attempt, lane)
+            try:
+                value = self._call_hooked(defn, args, kwargs)
+            finally:
+                context.leave()
             if flags & WANT_LENT and self.codec is PICKLE_CODEC:
                 # The submitter takes big buffers as views of the arena (oob.py).
                 out, lent = oob.encode(value)
@@ -174,6 +233,32 @@ class Worker:
             return SUCCESS, 0, self.codec.encode_result(defn.name, value)
         except BaseException as exc:  # noqa: BLE001 - the caller gets every failure
             return self._failure(exc)
+
+    def _call_hooked(self, defn: TaskDefinition, args: Any, kwargs: dict[str, Any]) -> Any:
+        """The task, between its hooks: ``before`` raising fails the task (it did not
+        run); ``after`` raising is reported on stderr and changes nothing."""
+        policy = defn.policy
+        if policy.before is None and policy.after is None:
+            return self._call(defn, args, kwargs)
+        if policy.before is not None:
+            policy.before(context.current_task())
+        try:
+            value = self._call(defn, args, kwargs)
+        except BaseException as exc:
+            self._after(defn, None, exc)
+            raise
+        self._after(defn, value, None)
+        return value
+
+    @staticmethod
+    def _after(defn: TaskDefinition, value: Any, error: BaseException | None) -> None:
+        if defn.policy.after is None:
+            return
+        try:
+            defn.policy.after(context.current_task(), value, error)
+        except Exception:  # noqa: BLE001 - a hook must not change the task's outcome
+            print(f"fastworker: the after= hook of task {defn.name!r} raised:", file=sys.stderr)
+            traceback.print_exc()
 
     def _call(self, defn: TaskDefinition, args: Any, kwargs: dict[str, Any]) -> Any:
         if not defn.is_async:

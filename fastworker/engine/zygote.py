@@ -38,18 +38,21 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import _native
 from ..tasks.registry import TaskDefinition
 from ..tasks.serialization import Codec
 from . import shm
 from .fdchannel import ClientFds
+from .ids import make_task_id
 from .worker import FdLookup, Worker
 
 SPAWN, QUIT, SPAWNED, EXITED, FAILED, ARENA = b"S", b"Q", b"P", b"X", b"F", b"A"
 # A worker whose initializer raised exits with this code: respawning it would fail again.
 INITIALIZER_FAILED = 86
+# A worker that left because its RSS passed max_memory_per_child (replaced, nothing lost).
+RETIRED_OVER_MEMORY = 87
 _MSG = struct.Struct("<cIIii")
 # Workers serve allocations under 16 MiB from their heap and keep up to 32 MiB
 # of it when freed: a task that unpickles a big argument and allocates a big
@@ -94,6 +97,13 @@ class WorkerSpec:
     initializer: Callable[..., object] | None = None  # run once in each new worker
     initargs: tuple = ()
     max_tasks_per_child: int | None = None  # recycle a worker after this many tasks
+    max_memory_per_child: int | None = None  # recycle a worker whose RSS passed this (bytes)
+    id_prefixes: Mapping[int, str] = field(default_factory=dict)  # client -> task id prefix (embedded)
+
+    def task_ids(self, client: int, tag: int) -> str | None:
+        """The id of a client's task (current_task().id), for the clients known at fork time."""
+        prefix = self.id_prefixes.get(client)
+        return None if prefix is None else make_task_id(prefix, tag)
 
 
 def describe_exit(wait_status: int) -> str:
@@ -302,9 +312,11 @@ class Zygote:
                 _native.retain_heap(WORKER_MMAP_THRESHOLD, WORKER_HEAP_KEPT)
                 spec = self.spec
                 notify_fds: FdLookup | Mapping[int, int] = spec.notify_fds
+                task_ids = spec.task_ids
                 if channel is not None:
                     channel[0].close()
-                    notify_fds = ClientFds(spec.segment, channel[1])
+                    notify_fds = client_fds = ClientFds(spec.segment, channel[1])
+                    task_ids = client_fds.task_id
                 if spec.initializer is not None:
                     try:
                         spec.initializer(*spec.initargs)
@@ -312,9 +324,13 @@ class Zygote:
                         traceback.print_exc()
                         code = INITIALIZER_FAILED
                         return
-                Worker(
-                    spec.segment, index, incarnation, spec.tasks, spec.codec, notify_fds, spec.max_tasks_per_child
-                ).run()
+                worker = Worker(
+                    spec.segment, index, incarnation, spec.tasks, spec.codec, notify_fds, spec.max_tasks_per_child,
+                    task_ids=task_ids, max_memory=spec.max_memory_per_child,
+                )
+                worker.run()
+                if worker.over_memory:
+                    code = RETIRED_OVER_MEMORY
             except BaseException:  # noqa: BLE001
                 traceback.print_exc()
                 code = 1

@@ -117,6 +117,7 @@ class TaskResult:
     completed_at: datetime | None = None
     traceback: str | None = None
     task_name: str | None = None
+    attempts: int = 1  # how many times the task ran: retries add one each
 
     def __post_init__(self) -> None:
         # One test on the common path: every result a client builds passes through here.
@@ -143,6 +144,7 @@ class TaskResult:
             completed_at=when(data.get("completed_at")),
             traceback=data.get("traceback"),
             task_name=data.get("task_name"),
+            attempts=data.get("attempts", 1),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -156,4 +158,5 @@ class TaskResult:
             "traceback": self.traceback,
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "completed_at": self.completed_at.isoformat() if self.completed_at else None,
+            "attempts": self.attempts,
         }

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
+from fastworker.tasks.policy import DEFAULT_POLICY, TaskPolicy, make_policy
 from fastworker.errors import (
     ConfigError,
     DuplicateTaskError,
@@ -52,6 +53,7 @@ class TaskDefinition:
     is_async: bool
     module: str
     qualname: str
+    policy: TaskPolicy = DEFAULT_POLICY
 
     @property
     def signature(self) -> str:
@@ -152,25 +154,38 @@ def task(func: F, /) -> F: ...
 
 
 @overload
-def task(*, name: str | None = None) -> Callable[[F], F]: ...
+def task(*, name: str | None = None, **options: Any) -> Callable[[F], F]: ...
 
 
-def task(func: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
-    """Register a function (sync or ``async def``) as a task: ``@task`` or ``@task(name=...)``.
+def task(func: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Any) -> Any:
+    """Register a function (sync or ``async def``) as a task: ``@task`` or ``@task(name=..., ...)``.
 
-    The function is returned unchanged, so calling it still runs it locally; its definition is
-    attached as ``func.__fastworker_task__``.
+    Options (checked now, see ``fastworker.tasks.policy``): ``retries``, ``retry_delay``,
+    ``retry_backoff``, ``retry_backoff_max``, ``timeout``, ``repeat_interval``, ``cron``,
+    ``repeat_count``, ``repeat_until``, ``before``, ``after``.  The function is returned
+    unchanged, so calling it still runs it locally; its definition is attached as
+    ``func.__fastworker_task__``.
     """
-    if func is None:
-        return lambda f: _register_function(f, name)
     if isinstance(func, str):
         raise TypeError(
             f"@task takes the name as a keyword: use @task(name={func!r}), not @task({func!r})."
         )
-    return _register_function(func, name)
+    try:
+        policy = make_policy(**options) if options else DEFAULT_POLICY
+    except TypeError as exc:
+        if "unexpected keyword" not in str(exc):
+            raise
+        unknown = ", ".join(sorted(set(options) - set(make_policy.__kwdefaults__ or ())))
+        raise TypeError(
+            f"@task got unknown option(s) {unknown}; it takes name, "
+            + ", ".join(sorted(make_policy.__kwdefaults__ or ()))
+        ) from None
+    if func is None:
+        return lambda f: _register_function(f, name, policy)
+    return _register_function(func, name, policy)
 
 
-def _register_function(func: Callable[..., Any], name: str | None) -> Any:
+def _register_function(func: Callable[..., Any], name: str | None, policy: TaskPolicy = DEFAULT_POLICY) -> Any:
     if not callable(func):
         raise TypeError(f"@task can only decorate a function, not {type(func).__name__} {func!r}.")
     task_name = getattr(func, "__name__", None) if name is None else name
@@ -190,6 +205,7 @@ def _register_function(func: Callable[..., Any], name: str | None) -> Any:
         is_async=inspect.iscoroutinefunction(func),
         module=getattr(func, "__module__", None) or "<unknown>",
         qualname=getattr(func, "__qualname__", None) or task_name,
+        policy=policy,
     )
     registered = registry.register(defn)
     try:

@@ -135,3 +135,94 @@ def fail_on_two(x):
     if x == 2:
         raise ValueError("no 2")
     return x
+
+
+# ------------------------------------------------------------- task policies (issue 5)
+
+
+def _count_attempt(path):
+    with open(path, "a") as f:
+        f.write("x")
+    with open(path) as f:
+        return len(f.read())
+
+
+@task(retries=2, retry_delay=0.01)
+def flaky(path, failures):
+    """Fails its first `failures` attempts, then returns the attempt number."""
+    attempt = _count_attempt(path)
+    if attempt <= failures:
+        raise ValueError(f"attempt {attempt} fails")
+    return attempt
+
+
+@task(retries=1, retry_delay=0.01)
+def die_first(path):
+    """The first attempt kills its own worker; the retry returns its attempt number."""
+    attempt = _count_attempt(path)
+    if attempt == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return attempt
+
+
+@task(timeout=0.3)
+def sleep_then_return(seconds, value):
+    time.sleep(seconds)
+    return value
+
+
+@task
+def whoami():
+    from fastworker import current_task
+
+    ctx = current_task()
+    return {"id": ctx.id, "name": ctx.name, "attempt": ctx.attempt, "priority": ctx.priority.name}
+
+
+@task(retries=1, retry_delay=0.01)
+def whoami_on_retry(path):
+    if _count_attempt(path) == 1:
+        raise ValueError("first attempt fails")
+    return whoami()
+
+
+def _before(ctx):
+    os.environ["FW_TEST_BEFORE"] = f"{ctx.name}:{ctx.attempt}"
+
+
+def _after(ctx, value, error):
+    with open(value if error is None else error.args[0], "a") as f:
+        f.write(f"after {ctx.name} {'ok' if error is None else type(error).__name__}\n")
+
+
+@task(before=_before, after=_after)
+def hooked(path, fail=False):
+    if fail:
+        raise ValueError(path)
+    return path if os.environ.get("FW_TEST_BEFORE") == "hooked:1" else "before did not run"
+
+
+def _broken_after(ctx, value, error):
+    raise RuntimeError("after hook breaks")
+
+
+@task(after=_broken_after)
+def with_broken_after(x):
+    return x
+
+
+_kept = []
+
+
+@task
+def grow(megabytes):
+    """Keep `megabytes` of memory alive in this worker; return its pid."""
+    _kept.append(bytearray(megabytes << 20))
+    return os.getpid()
+
+
+@task
+def rss():
+    import psutil
+
+    return psutil.Process().memory_info().rss

@@ -139,6 +139,44 @@ class ControlPlaneProcess:
                 self.proc.wait(5)
 
 
+def launch(directory: Path, task_modules: str, name: str | None = None, env: dict[str, str] | None = None,
+           log_name: str = "cp.log", ready: bool = True) -> ControlPlaneProcess:
+    """`fastworker control-plane --workers 2` in a subprocess, importing `task_modules` from
+    `directory` (and the repository), with a small arena; stop it with `retire`."""
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(directory), str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH")) if p
+    )
+    full_env["FASTWORKER_ARENA_SIZE"] = "4MiB"
+    full_env.update(env or {})
+    log = directory / log_name
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [*CLI, "--workers", "2", "--task-modules", task_modules, "--name", name or unique_name()],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+        )
+    cp = ControlPlaneProcess(proc.args[-1], proc, log)
+    if ready:
+        try:
+            cp.wait_ready()
+        except BaseException:
+            retire([cp])
+            raise
+    return cp
+
+
+def retire(started: list[ControlPlaneProcess]) -> None:
+    for cp in started:
+        cp.stop()
+    for cp in started:
+        place = cp.place
+        if place.owner() is None:  # a killed one leaves its files; never touch a live owner's
+            place.release()
+
+
 @pytest.fixture
 def control_plane(tmp_path):
     """start(name=None, env=None, ready=True): a `fastworker control-plane` subprocess,
@@ -147,33 +185,15 @@ def control_plane(tmp_path):
     started: list[ControlPlaneProcess] = []
 
     def start(name: str | None = None, env: dict[str, str] | None = None, ready: bool = True) -> ControlPlaneProcess:
-        name = name or unique_name()
-        full_env = dict(os.environ)
-        full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
-        full_env["FASTWORKER_ARENA_SIZE"] = "4MiB"
-        full_env.update(env or {})
-        log = tmp_path / f"cp-{len(started)}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [*CLI, "--workers", "2", "--task-modules", TASK_MODULE, "--name", name],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=full_env,
-            )
-        cp = ControlPlaneProcess(name, proc, log)
+        log_name = f"cp-{len(started)}.log"
+        cp = launch(tmp_path, TASK_MODULE, name, env, log_name, ready=False)
         started.append(cp)
         if ready:
             cp.wait_ready()
         return cp
 
     yield start
-    for cp in started:
-        cp.stop()
-    for cp in started:
-        place = cp.place
-        if place.owner() is None:  # a killed one leaves its files; never touch a live owner's
-            place.release()
+    retire(started)
 
 
 def run_client(name: str, body):

@@ -159,6 +159,7 @@ def test_task_result_defaults_and_slots() -> None:
         "completed_at",
         "traceback",
         "task_name",
+        "attempts",
     ]
     with pytest.raises(AttributeError):
         result.extra = 1  # type: ignore[attr-defined]
@@ -185,6 +186,7 @@ def test_task_result_to_dict_is_json_ready() -> None:
         "traceback": "Traceback (most recent call last):\n...",
         "started_at": "2024-05-01T12:00:00+00:00",
         "completed_at": "2024-05-01T12:00:01.500000+00:00",
+        "attempts": 1,
     }
     assert orjson.loads(orjson.dumps(doc)) == doc
 

@@ -101,3 +101,26 @@ def test_many_rounds_through_a_full_table_stay_bounded():
     for i in range(20_000):
         finished(table, f"t{i}", i)
     assert len(table.finished) == 1000 and not table.pending
+
+
+def test_a_failed_task_with_retries_left_is_held_back_for_the_caller():
+    from fastworker.engine.records import NOT_IN_RING, Retry
+    from fastworker.tasks.policy import make_policy
+
+    table = RecordTable(size=10, ttl=3600, clock=Clock())
+    retry = Retry(1, 0, 2, 0, b"[]", 1, make_policy(retries=1), None)
+    record = Record("t0", "add", 100, retry)
+    table.add(record)
+    failure = (100, 2, 0, 1, b'{"type":"ValueError","message":"x","traceback":""}', 1, 2)
+    held = table.finish_drained([failure], {1: TaskStatus.SUCCESS, 2: TaskStatus.FAILURE})
+    assert held == [(record, failure)] and table.get("t0") is record and not table.in_flight
+    # The second attempt is placed by the control plane (so found by its tag) and fails too:
+    # no retry is left, so it finishes, telling how many attempts ran.
+    table.unplaced(record)
+    assert record.handle == NOT_IN_RING
+    retry.attempt = 2
+    table.add(record)
+    again = (200, 2, 0, 1, failure[4], 3, 4)
+    assert table.finish_drained([again], {1: TaskStatus.SUCCESS, 2: TaskStatus.FAILURE}, {1: record}) == []
+    result = to_result(table.get("t0"), JSON_CODEC)
+    assert (result.status, result.error, result.attempts) == (TaskStatus.FAILURE, "ValueError: x", 2)
