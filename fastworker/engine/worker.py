@@ -145,6 +145,8 @@ class Worker:
                 f"the task's result takes {size} bytes, more than the shared arena's largest block; "
                 "raise FASTWORKER_ARENA_SIZE (arena_size=) or return less"
             )
+        elif isinstance(exc, _native.ArenaStuck):  # queued arguments hold the whole arena
+            error = SharedMemoryFullError(f"the task's result takes {size} bytes: {exc}")
         else:
             error = SharedMemoryFullError("the shared arena could not be reserved in /dev/shm; the result was dropped")
         self.ring.complete(handle, self.index, self.incarnation, FAILURE, 0, inline_failure(error), fd)
