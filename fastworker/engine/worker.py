@@ -164,7 +164,9 @@ class Worker:
             return self._failure(UnknownTaskError(f"#{fn_id}", known))
         try:
             kwargs: dict[str, Any]
-            if flags & ARGS_LAID_OUT:  # views into this worker's own copy of the payload
+            # Laid-out arguments are a pickle: only a PICKLE engine reads them (a JSON control
+            # plane promises never to unpickle what a client wrote into the ring).
+            if flags & ARGS_LAID_OUT and self.codec is PICKLE_CODEC:  # views into this worker's copy
                 args, kwargs = oob.decode(payload), {}
             else:
                 args, kwargs = self.codec.decode_args(payload, flags)
