@@ -11,6 +11,7 @@ import asyncio
 import os
 import pickle
 import sys
+import time
 
 import pytest
 
@@ -101,6 +102,15 @@ def test_a_json_control_plane_refuses_a_pickle_client(control_plane):  # noqa: F
     assert cp.proc.poll() is None
 
 
+async def finished(client, task_id, timeout=10.0):
+    """Another client's task, asked of the control plane until it has finished."""
+    deadline = time.monotonic() + timeout
+    while (result := await client.get_task_result(task_id)) is None or result.result is None:
+        assert time.monotonic() < deadline, f"task {task_id} not finished after {timeout} s"
+        await asyncio.sleep(0.01)
+    return result
+
+
 def test_task_arguments_are_unpickled_by_workers_only(control_plane, probe):  # noqa: F811 - the fixture
     """Even with PICKLE, the control plane passes arguments through the ring untouched: the
     probe is unpickled once per task, by a worker, whether the task is run while its client
@@ -114,7 +124,7 @@ def test_task_arguments_are_unpickled_by_workers_only(control_plane, probe):  # 
             ran = await owner.submit_task("add", (Probe(str(marker)), "!"))
             left = [await owner.delay("add", Probe(str(marker)), "?") for _ in range(3)]
         async with Client(name=cp.name, serialization_format="pickle") as other:
-            asked = [await other.get_task_result(task_id) for task_id in [ran.task_id, *left]]
+            asked = [await finished(other, task_id) for task_id in [ran.task_id, *left]]
         return ran, asked
 
     ran, asked = asyncio.run(main())
