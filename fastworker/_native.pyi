@@ -64,6 +64,10 @@ class LockBroken(OSError):
 class ArenaFailed(OSError):
     """The arena's pages could not be reserved after start: big payloads cannot cross."""
 
+class ArenaStuck(ArenaFailed):
+    """complete(): no arena block for the result, and none can ever free up (queued tasks'
+    arguments hold the whole arena and every running worker waits for space)."""
+
 # ------------------------------------------------------- result dicts (stub only)
 
 class _Layout(TypedDict):

@@ -1011,10 +1011,11 @@ class Client:
             stopped = bool(reply.get("stopped"))
         else:
             stopped = False
-        if not stopped or self._records.pending.get(record.task_id) is not record:
+        if not stopped:
             return False
-        self._records.finish(record, CANCELLED, error="TaskCancelledError: cancelled while running; its worker "
-                                                      "was killed and replaced")
+        if self._records.pending.get(record.task_id) is record:  # else its CANCELLED result came in meanwhile
+            self._records.finish(record, CANCELLED, error="TaskCancelledError: cancelled while running; its worker "
+                                                          "was killed and replaced")
         return True
 
     def _cancel_local(self, task_id: str) -> bool:

@@ -26,7 +26,7 @@
 #define MAX_PARTS 64
 
 static PyObject *FullError, *TooBigError, *ShutdownError, *SegmentErrorBase, *ForeignError, *VersionError,
-    *CorruptError, *NotReadyError, *NoSpaceError, *LockError, *ArenaFailedError;
+    *CorruptError, *NotReadyError, *NoSpaceError, *LockError, *ArenaFailedError, *ArenaStuckError;
 
 static PyObject *raise_status(int status, const char *what)
 {
@@ -53,6 +53,11 @@ static PyObject *raise_status(int status, const char *what)
         return PyErr_Format(ShutdownError, "%s: the segment is shutting down", what);
     case FW_E_ARENA_FAILED:
         return PyErr_Format(ArenaFailedError, "%s: the shared arena's pages could not be reserved", what);
+    case FW_E_ARENA_STUCK:
+        return PyErr_Format(ArenaStuckError,
+                            "no room in the shared arena for the result, and none can free up: the arguments of "
+                            "queued tasks hold all of it; raise FASTWORKER_ARENA_SIZE (arena_size=) or queue fewer "
+                            "big tasks at once");
     case FW_E_LOCK:
         return PyErr_Format(LockError, "%s: the ring lock is unrecoverable", what);
     case FW_E_ARG:
@@ -1237,7 +1242,8 @@ PyMODINIT_FUNC PyInit__native(void)
         add_error(m, &CorruptError, "Corrupt", SegmentErrorBase) ||
         add_error(m, &NotReadyError, "NotReady", SegmentErrorBase) ||
         add_error(m, &NoSpaceError, "NoSpace", PyExc_OSError) || add_error(m, &LockError, "LockBroken", PyExc_OSError) ||
-        add_error(m, &ArenaFailedError, "ArenaFailed", PyExc_OSError))
+        add_error(m, &ArenaFailedError, "ArenaFailed", PyExc_OSError) ||
+        add_error(m, &ArenaStuckError, "ArenaStuck", ArenaFailedError))
         return NULL;
     PyModule_AddIntConstant(m, "INLINE_CAPACITY", FW_INLINE_CAP);
     PyModule_AddIntConstant(m, "LAYOUT_VERSION", FW_LAYOUT_VERSION);

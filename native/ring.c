@@ -654,6 +654,25 @@ static int notify_armed(fw_seg *s, uint32_t client)
     return 0;
 }
 
+/* Can an arena block ever free up for a result that found none?  Blocks are
+ * freed when a client releases a result (a DONE or HELD slot) or when a
+ * worker completes or drops a task.  Queued arguments keep theirs until a
+ * worker takes them, and if every worker running a task is waiting here for
+ * space, none ever will: with the ring full of tasks whose arguments fill the
+ * arena, every worker would sleep forever beside a full queue.  Lock held;
+ * the caller itself is one of the running. */
+static int arena_stuck(fw_seg *s)
+{
+    uint32_t running = 0;
+    for (uint32_t i = 0; i < s->h->nslots; i++) {
+        uint32_t st = s->slots[i].state;
+        if (st == FW_SLOT_DONE || st == FW_SLOT_HELD)
+            return 0;
+        running += st == FW_SLOT_RUNNING;
+    }
+    return running <= 1 + LOAD(&s->h->space_waiters);
+}
+
 int fw_complete(fw_seg *s, uint64_t handle, uint32_t widx, uint32_t incarnation, uint32_t status,
                 uint32_t flags, const fw_part *parts, uint32_t nparts, uint32_t len, int *notify_out,
                 uint32_t *client_out, fw_taken *next, int *took_out)
@@ -667,6 +686,7 @@ int fw_complete(fw_seg *s, uint64_t handle, uint32_t widx, uint32_t incarnation,
 
     if (len > FW_INLINE_CAP) {
         uint32_t order = fw_arena_order_for(len);
+        int stuck = 0; /* consecutive attempts that found the arena stuck */
         for (;;) {
             uint32_t seen = LOAD(&s->h->space_seq);
             if ((rc = fw_lock(s, FW_OP_ALLOC, idx)) != FW_OK)
@@ -681,6 +701,12 @@ int fw_complete(fw_seg *s, uint64_t handle, uint32_t widx, uint32_t incarnation,
             if (rc == FW_OK) {
                 sl->block = unit;
                 sl->block_order = (uint8_t)order;
+            } else if (rc == FW_E_ARENA_FULL) {
+                /* Twice in a row, a wait apart: a worker just woken to retry is
+                 * still counted as waiting the first time. */
+                stuck = arena_stuck(s) ? stuck + 1 : 0;
+                if (stuck >= 2)
+                    rc = FW_E_ARENA_STUCK;
             }
             fw_unlock(s);
             if (freed)

@@ -24,6 +24,7 @@ enum fw_status {
     FW_E_ARG = -12,       /* an argument is out of range */
     FW_E_SHUTDOWN = -13,  /* the segment is shutting down */
     FW_E_ARENA_FAILED = -14, /* the arena's pages could not be reserved */
+    FW_E_ARENA_STUCK = -15, /* no block can ever free up for a result: queued arguments hold the arena */
 };
 
 typedef struct fw_seg fw_seg;

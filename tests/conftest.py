@@ -21,6 +21,22 @@ faulthandler.enable(file=sys.stderr, all_threads=True)
 _SETTLE = 3.0  # how long a test's processes may take to exit after it returns
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # Here, not in tests/reliability/conftest.py: pytest reads options only from the
+    # conftest files of the paths it was given, and `pytest tests` names this one.
+    parser.addoption(
+        "--reliability-scale",
+        default=os.environ.get("FASTWORKER_RELIABILITY_SCALE", "ci"),
+        help="iteration counts of tests/reliability: 'ci' (default), 'full' (the counts "
+        "docs/RELIABILITY.md reports) or a number multiplying the CI counts",
+    )
+    parser.addoption(
+        "--reliability-report",
+        default=os.environ.get("FASTWORKER_RELIABILITY_REPORT"),
+        help="write the figures tests/reliability measured to this JSON file",
+    )
+
+
 def _children() -> set[int]:
     return {p.pid for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE}
 

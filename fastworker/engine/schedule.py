@@ -21,6 +21,7 @@ from datetime import datetime
 log = logging.getLogger("fastworker.schedule")
 
 MAX_NAP = 1.0
+MAX_COUNTDOWN = 100 * 365.25 * 86400  # beyond this a countdown is a mistake (or infinity)
 
 
 def due_time(countdown: float | None, eta: datetime | None, now: float) -> float | None:
@@ -34,6 +35,8 @@ def due_time(countdown: float | None, eta: datetime | None, now: float) -> float
             raise TypeError(f"countdown must be a number of seconds, not {countdown!r}")
         if countdown < 0:
             raise ValueError(f"countdown must be >= 0 seconds, not {countdown!r}")
+        if countdown > MAX_COUNTDOWN:
+            raise ValueError(f"countdown must be at most {MAX_COUNTDOWN:g} seconds (a century), not {countdown!r}")
         return now + countdown
     if eta is not None:
         if not isinstance(eta, datetime):

@@ -191,6 +191,8 @@ class Worker:
                 f"the task's result takes {size} bytes, more than the shared arena's largest block; "
                 "raise FASTWORKER_ARENA_SIZE (arena_size=) or return less"
             )
+        elif isinstance(exc, _native.ArenaStuck):  # queued arguments hold the whole arena
+            error = SharedMemoryFullError(f"the task's result takes {size} bytes: {exc}")
         else:
             error = SharedMemoryFullError("the shared arena could not be reserved in /dev/shm; the result was dropped")
         self.ring.complete(handle, self.index, self.incarnation, FAILURE, 0, inline_failure(error), fd)
@@ -217,7 +219,9 @@ class Worker:
             self.ring.set_deadline(self.index, self.incarnation, timeout)
         try:
             kwargs: dict[str, Any]
-            if flags & ARGS_LAID_OUT:  # views into this worker's own copy of the payload
+            # Laid-out arguments are a pickle: only a PICKLE engine reads them (a JSON control
+            # plane promises never to unpickle what a client wrote into the ring).
+            if flags & ARGS_LAID_OUT and self.codec is PICKLE_CODEC:  # views into this worker's copy
                 args, kwargs = oob.decode(payload), {}
             else:
                 args, kwargs = self.codec.decode_args(payload, flags)

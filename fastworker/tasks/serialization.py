@@ -116,12 +116,14 @@ class JsonCodec(Codec):
     ) -> tuple[bytes, int]:
         try:
             if kwargs:
-                return _dumps(
-                    (args, kwargs), default=_json_default, option=_JSON_OPTIONS
-                ), FLAG_KWARGS
-            return _dumps(args, default=_json_default, option=_JSON_OPTIONS), 0
+                out = _dumps((args, kwargs), default=_json_default, option=_JSON_OPTIONS), FLAG_KWARGS
+            else:
+                out = _dumps(args, default=_json_default, option=_JSON_OPTIONS), 0
         except orjson.JSONEncodeError as exc:
             raise _json_error(task_name, "argument", (args, kwargs or {}), exc) from exc
+        if b"null" in out[0]:  # rare: only then can an inf or nan have been written as null
+            _refuse_nonfinite(task_name, "argument", (args, kwargs))
+        return out
 
     def decode_args(
         self, payload: bytes | memoryview, flags: int
@@ -136,15 +138,45 @@ class JsonCodec(Codec):
 
     def encode_result(self, task_name: str, value: Any) -> bytes:
         try:
-            return _dumps(value, default=_json_default, option=_JSON_OPTIONS)
+            out = _dumps(value, default=_json_default, option=_JSON_OPTIONS)
         except orjson.JSONEncodeError as exc:
             raise _json_error(task_name, "result", value, exc) from exc
+        if b"null" in out:
+            _refuse_nonfinite(task_name, "result", value)
+        return out
 
     def decode_result(self, payload: bytes | memoryview) -> Any:
         try:
             return _loads(payload)
         except (ValueError, TypeError) as exc:
             raise _decode_error("result", "JSON", exc) from exc
+
+
+def _nonfinite(value: Any, depth: int = 0) -> float | None:
+    """An inf or nan inside lists, tuples and dict values: orjson writes those as null."""
+    if isinstance(value, float):
+        return None if value - value == 0.0 else value
+    if depth < _MAX_WALK_DEPTH:
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+        for item in items:
+            found = _nonfinite(item, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _refuse_nonfinite(task_name: str, direction: str, value: Any) -> None:
+    """JSON has no inf or nan: orjson would send null in their place, silently."""
+    found = _nonfinite(value)
+    if found is not None:
+        raise SerializationError.for_value(
+            type_name="float",
+            task_name=task_name,
+            direction=direction,
+            fmt=SerializationFormat.JSON.value,
+            problem=f"float {found!r} has no JSON form (it would arrive as None)",
+            hint="Send it as a str",
+        )
 
 
 def _json_ok(value: Any) -> bool:

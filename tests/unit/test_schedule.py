@@ -97,6 +97,9 @@ def test_due_time():
         due_time(None, "2030-01-01", now)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="countdown must be a number"):
         due_time(True, None, now)
+    for huge in (float("inf"), 10**400):
+        with pytest.raises(ValueError, match="at most"):
+            due_time(huge, None, now)
 
 
 # ----------------------------------------------------------------------------- periodic

@@ -404,3 +404,13 @@ def test_failure_encoding_survives_broken_str_and_surrogates() -> None:
 def test_decode_failure_refuses_garbage() -> None:
     with pytest.raises(SerializationError, match="failure"):
         decode_failure(b'{"type": "ValueError"}')
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")], ids=["inf", "-inf", "nan"])
+def test_json_refuses_a_float_it_would_send_as_null(value):
+    # orjson writes inf and nan as null: the task got None, silently.
+    with pytest.raises(SerializationError, match=r"float .* has no JSON form"):
+        JSON_CODEC.encode_args("t", (1, [{"x": value}]), None)
+    with pytest.raises(SerializationError, match=r"result of task 't'"):
+        JSON_CODEC.encode_result("t", {"x": value})
+    assert JSON_CODEC.encode_args("t", (None, [None]), None) == (b"[null,[null]]", 0)
