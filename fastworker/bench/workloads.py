@@ -299,5 +299,3 @@ GROUPS: dict[str, tuple[type[Workload], ...]] = {
     "cpu": (Cpu,),
     "payload": (PayloadBytes, PayloadArray),
 }
-# the order --workloads lists them in its help, as the issue does
-DEFAULT_ORDER = ("latency", "throughput", "map", "cpu", "payload", "startup", "memory")
