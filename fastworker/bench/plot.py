@@ -39,7 +39,7 @@ def draw(results: Results, path: str, title: str) -> None:
         raise ValueError("nothing was measured: no chart to draw")
     columns = 2 if len(panels) > 1 else 1
     rows = -(-len(panels) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(6.2 * columns, 0.35 * 12 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(6.2 * columns, 3.0 * rows), squeeze=False)
     for ax, (workload, cells) in zip(axes.flat, panels):
         base = baseline_cell(cells)
         summaries = [summarize(c.samples) for c in cells]
@@ -59,6 +59,6 @@ def draw(results: Results, path: str, title: str) -> None:
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.tight_layout(rect=(0, 0, 1, 0.98))  # leave the top line to the title
+    fig.savefig(path, dpi=72)
     plt.close(fig)

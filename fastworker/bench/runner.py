@@ -1,7 +1,6 @@
 """Runs every selected workload on every engine, round-robin, and keeps every sample.
 
     for each repeat r:                       (the engine order rotates by one each repeat)
-        workloads' begin_repeat()            (the cpu workload times its serial reference)
         for each engine:
             launch (untimed) → start + first result (the startup sample) → memory
             → latency → throughput → map → cpu → payload → stop
@@ -100,8 +99,6 @@ def run(
     results = Results(list(ready), available, skipped_engines, skipped_workloads, cells, workers, repeat, quick,
                       started=started)
     for r in range(1, repeat + 1):
-        for workload in ready:
-            workload.begin_repeat()
         shift = (r - 1) % len(available) if available else 0
         for engine in available[shift:] + available[:shift]:
             mine = [c for c in cells if c.engine is engine and c.not_applicable is None]

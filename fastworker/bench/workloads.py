@@ -11,7 +11,7 @@ still measured in seconds (its rate per call or item is what compares).
     latency      one round trip of add(1, 2), one in flight     µs     lower
     throughput   N add() queued, then every result collected   tasks/s higher
     map          map(square, list of ints)                      items/s higher
-    cpu          speedup of N×5 ms busy loops over one process  ×      higher
+    cpu          speedup of N×5 ms busy loops over this process ×      higher
     payload      round trip of 1 MiB bytes / an 8 MiB ndarray   ms     lower
 """
 
@@ -90,9 +90,6 @@ class Workload:
     def prepare(self) -> str | None:
         """Once per run, before any engine starts; returns why the workload cannot run here."""
         return None
-
-    def begin_repeat(self) -> None:
-        """At the start of every repeat: refresh what rows of that repeat are compared with."""
 
     def measure(self, engine: Engine) -> Measured:
         raise NotImplementedError
@@ -270,16 +267,15 @@ class Cpu(Workload):
         self.expected = burn(self.n)
         return None
 
-    def begin_repeat(self) -> None:
-        """The serial time, once per repeat, so every row of a repeat divides by the same drift."""
-        self.serial_s = _timed(lambda: [burn(self.n) for _ in range(self.tasks)])
-
     def measure(self, engine: Engine) -> Measured:
+        """The same calls serially in this process, then on the engine: timed back to back, so
+        a machine whose load changes over the run (a shared one) changes both alike."""
         engine.timed_batch(burn, [(self.n,)] * self.workers)
+        serial_s = _timed(lambda: [burn(self.n) for _ in range(self.tasks)])
         seconds, results = engine.timed_batch(burn, [(self.n,)] * self.tasks)
         expect(results is None or results == [self.expected] * self.tasks, "burn(n) returned another sum")
-        info = {"tasks": self.tasks, "burn_n": self.n, "serial_s": self.serial_s, "parallel_s": seconds}
-        return Measured([self.serial_s / seconds], info)
+        info = {"tasks": self.tasks, "burn_n": self.n, "serial_s": serial_s, "parallel_s": seconds}
+        return Measured([serial_s / seconds], info)
 
 
 def _timed(fn: Callable[..., Any], *args: Any) -> float:
