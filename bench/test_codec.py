@@ -23,7 +23,7 @@ def test_a_call_and_its_result(benchmark, fmt):
 
     def round_trip():
         payload, flags = codec.encode_args("add", (1, 2), None)
-        args, kwargs = codec.decode_args(payload, flags)
+        args, _ = codec.decode_args(payload, flags)
         return codec.decode_result(codec.encode_result("add", args[0] + args[1]))
 
     assert benchmark(round_trip) == 3

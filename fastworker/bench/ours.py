@@ -12,7 +12,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from ..client import Client
 from ..engine import runtime
@@ -39,7 +39,8 @@ class EmbeddedClient(Engine):
     name = "fastworker"
     label = "fastworker Client"
     family = "fastworker"
-    not_applicable = {
+    distribution = "fastworker"
+    not_applicable: ClassVar[dict[str, str]] = {
         "payload": "JSON by default: bytes and arrays go through the Executor",
     }
 
@@ -104,7 +105,7 @@ class AttachedClient(EmbeddedClient):
 
     def launch(self) -> None:
         self.control_plane = f"bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.log = tempfile.TemporaryFile()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - open until stop(): the output of a failure
         self.process = subprocess.Popen(
             [sys.executable, "-m", "fastworker", "control-plane", "--workers", str(self.workers),
              "--task-modules", MODULE, "--name", self.control_plane, "--log-level", "WARNING",
@@ -167,6 +168,7 @@ class ExecutorEngine(FuturesEngine):
     name = "fastworker-executor"
     label = "fastworker Executor"
     family = "fastworker"
+    distribution = "fastworker"
 
     def start(self) -> None:
         self.pool = Executor(workers=self.workers)
