@@ -48,7 +48,8 @@ def test_one_task_through_the_ring(benchmark, ring):
         return drain(client)
 
     assert len(benchmark(one)) == 1
-    describe(benchmark, "submit + take + complete + drain, 64-byte payloads", "fastworker", baseline=True)
+    describe(benchmark, "submit + take + complete + drain, 64-byte payloads", "fastworker", baseline=True,
+             case="one task")
 
 
 def test_a_batch_through_the_ring(benchmark, ring):
@@ -64,4 +65,4 @@ def test_a_batch_through_the_ring(benchmark, ring):
 
     assert len(benchmark(batch)) == BATCH
     describe(benchmark, f"submit_many({BATCH}) + take/complete each + drain, per batch", "fastworker",
-             tasks=BATCH)
+             baseline=True, case=f"a batch of {BATCH}", tasks=BATCH)
