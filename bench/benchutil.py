@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
+from fastworker.bench.stats import percentiles_us
 
-
-def percentiles_us(samples_s) -> dict[str, float]:
-    data = np.asarray(samples_s, dtype=float) * 1e6
-    p50, p99 = np.percentile(data, [50, 99])
-    return {"p50_us": round(float(p50), 2), "p99_us": round(float(p99), 2)}
+__all__ = ["describe", "percentiles_us", "record_percentiles"]
 
 
 def describe(benchmark, label: str, impl: str, baseline: bool = False, **extra) -> None:

@@ -73,7 +73,7 @@ class Engine:
                 raise RuntimeError(f"fastworker workers did not start within {timeout} s")
             await asyncio.sleep(0.005)
         for _ in range(50):
-            assert (await self.client.submit_task("add", (1, 2))).result == 3
+            assert (await self.client.submit_task(tasks_bench.ADD, (1, 2))).result == 3
 
     def close(self) -> None:
         try:

@@ -18,25 +18,16 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-GROUP_ORDER = ("latency", "throughput", "startup", "memory", "attached", "map", "cpu", "payload")
+from fastworker.bench.stats import fmt as _fmt
+from fastworker.bench.stats import ratio
 
-
-def _fmt(value: float) -> str:
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
+GROUP_ORDER = ("latency", "throughput", "startup", "memory", "attached", "map", "cpu", "payload", "ring", "codec")
 
 
 def _ratio(value: float, base: float, higher_is_better: bool, worse: str, better: str) -> str:
     """How `value` compares with fastworker's `base`, phrased from the row's point of view."""
-    if value == base:
-        return "—"
-    factor = (base / value) if higher_is_better else (value / base)  # > 1: this row is worse
-    if factor >= 1:
-        return f"{factor:.2f}× {worse} than fastworker"
-    return f"{1 / factor:.2f}× {better} than fastworker"
+    phrase = ratio(value, base, higher_is_better, worse, better)
+    return "—" if phrase == "same" else f"{phrase} than fastworker"
 
 
 class Column:
@@ -97,6 +88,17 @@ LAYOUT: dict[str, tuple[Column, bool, str, str, list[Column]]] = {
         [Column("speedup", _extra("speedup")), Column("parallel s", _extra("parallel_s")),
          Column("ceiling s", _extra("ceiling_parallel_s")),
          Column("serial s", _extra("serial_s")), Column("ms/task", _extra("task_ms"))],
+    ),
+    # the native ring alone, one process (bench/test_ring.py); the codecs (bench/test_codec.py)
+    "ring": (
+        Column("median µs", lambda b: _median_s(b) * 1e6),
+        False, "slower", "faster",
+        [Column("tasks/round", _extra("tasks")), Column("min µs", lambda b: b["stats"]["min"] * 1e6)],
+    ),
+    "codec": (
+        Column("median µs", lambda b: _median_s(b) * 1e6),
+        False, "slower", "faster",
+        [Column("min µs", lambda b: b["stats"]["min"] * 1e6)],
     ),
     "payload": (
         Column("p50 ms", lambda b: b["extra_info"]["p50_us"] / 1e3),

@@ -1,39 +1,13 @@
-"""Tasks the benchmarks run.
+"""The tasks the benchmarks run: those of ``fastworker bench`` (``fastworker/bench/tasks.py``).
 
-Registered at import time, before any Client starts: the workers are forked
-from this process, so they see every task defined here.  ``add`` is also a
-plain module-level function, so ``multiprocessing`` and
-``concurrent.futures`` pickle it by reference and run the very same code.
+Imported by ``conftest.py`` before any Client starts, so forked workers see
+the tasks; plain module-level functions too, so ``multiprocessing`` and
+``concurrent.futures`` pickle them by reference and run the very same code.
+A Client submits them by name: ``ADD`` is ``add``'s (``bench.add``).
 """
 
-from fastworker import task
+from fastworker.bench.tasks import add, burn, double, identity, square, task_name
 
+ADD = task_name(add)
 
-@task
-def add(x, y):
-    return x + y
-
-
-# --- plain functions for the Executor benchmarks (bench/test_executor.py) ---
-# Not tasks: fastworker.Executor, multiprocessing and concurrent.futures all
-# pickle them by reference, so every pool runs the very same code.
-
-
-def square(x):
-    return x * x
-
-
-def burn(n):
-    """A busy loop of `n` iterations: pure CPU in the interpreter, no allocation, no I/O."""
-    x = 0
-    for i in range(n):
-        x += i
-    return x
-
-
-def identity(x):
-    return x
-
-
-def double(a):
-    return a * 2
+__all__ = ["ADD", "add", "burn", "double", "identity", "square"]

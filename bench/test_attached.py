@@ -20,6 +20,7 @@ import pytest
 
 from benchutil import describe, percentiles_us
 from conftest import QUICK, WORKERS, Engine
+from tasks_bench import ADD
 
 ROUNDS = 200 if QUICK else 3000
 N = 10_000 if QUICK else 100_000
@@ -56,14 +57,14 @@ async def _round_trips(client, rounds):
     samples = []
     for _ in range(rounds):
         t0 = time.perf_counter()
-        await client.submit_task("add", (1, 2))
+        await client.submit_task(ADD, (1, 2))
         samples.append(time.perf_counter() - t0)
     return samples
 
 
 async def _throughput(client, n):
     t0 = time.perf_counter()
-    ids = [await client.delay("add", i, i) for i in range(n)]
+    ids = [await client.delay(ADD, i, i) for i in range(n)]
     for task_id in ids:
         await client.wait(task_id)
     return n / (time.perf_counter() - t0)

@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from benchutil import describe
+from tasks_bench import ADD
 
 pytestmark = pytest.mark.benchmark(group="memory")
 
@@ -45,7 +46,7 @@ def test_fastworker_workers(benchmark, fastworker_engine):
 
     async def warm():
         for i in range(500):
-            await client.submit_task("add", (i, i))
+            await client.submit_task(ADD, (i, i))
 
     run(warm())
     pids = sorted(client.stats()["worker_pids"].values())

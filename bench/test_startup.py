@@ -14,7 +14,7 @@ import pytest
 
 from benchutil import describe
 from conftest import FORK, QUICK, WORKERS
-from tasks_bench import add
+from tasks_bench import ADD, add
 
 ROUNDS = 3 if QUICK else 20
 WARMUP = 1 if QUICK else 2
@@ -33,7 +33,7 @@ def test_fastworker_client(benchmark):
             client = Client(workers=WORKERS)
             await client.start()
             held["client"] = client
-            return await client.submit_task("add", (1, 2))
+            return await client.submit_task(ADD, (1, 2))
 
         return loop.run_until_complete(go())
 

@@ -16,7 +16,7 @@ import pytest
 
 from benchutil import describe
 from conftest import QUICK, Engine
-from tasks_bench import add
+from tasks_bench import ADD, add
 
 N = 10_000 if QUICK else 100_000
 N_PPE = 2_000 if QUICK else 20_000
@@ -33,14 +33,14 @@ def _record_rate(benchmark, tasks: int) -> None:
 
 async def _delay_all_then_wait_all(client):
     delay, wait = client.delay, client.wait
-    ids = [await delay("add", i, i) for i in range(N)]
+    ids = [await delay(ADD, i, i) for i in range(N)]
     for task_id in ids:
         await wait(task_id)
     return ids
 
 
 async def _batch_then_wait_all(client):
-    ids = await client.submit_batch([{"task_name": "add", "args": (i, i)} for i in range(N)])
+    ids = await client.submit_batch([{"task_name": ADD, "args": (i, i)} for i in range(N)])
     wait = client.wait
     for task_id in ids:
         await wait(task_id)

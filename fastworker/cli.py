@@ -492,3 +492,8 @@ def stats(watch, interval, name, as_json):
             time.sleep(interval)
     except KeyboardInterrupt:  # how --watch ends
         return
+
+
+from .bench.command import bench  # noqa: E402 - beside the commands above; its work is imported lazily
+
+main.add_command(bench)
