@@ -56,6 +56,7 @@ from .engine.records import (
     Finished,
     Record,
     RecordTable,
+    ResultCodes,
     Retry,
     finished_status,
     from_ns,
@@ -76,8 +77,11 @@ log = logging.getLogger("fastworker.client")
 
 _NORMAL = TaskPriority.NORMAL
 _STATUS_OF = {_native.RESULT_SUCCESS: SUCCESS, _native.RESULT_FAILURE: FAILURE, _native.RESULT_CANCELLED: CANCELLED}
+_CODES = ResultCodes(_STATUS_OF)
 _EVENT_OF = {SUCCESS.value: "task.success", FAILURE.value: "task.failure", CANCELLED.value: "task.cancelled"}
 _SCHEDULING = ("countdown", "eta")
+# delay()'s own keywords: a task keyword of the same name must take the other way in.
+_DELAY_KEYWORDS = frozenset(("priority", *_SCHEDULING))
 # The retry options a control plane tells its clients (the hard timeout is the workers' business).
 _RETRY_OPTIONS = ("retries", "retry_delay", "retry_backoff", "retry_backoff_max")
 _BATCH_KEYS = frozenset(("task_name", "args", "kwargs", "priority"))
@@ -468,7 +472,7 @@ class Client:
                 raise self._arena_failed() from None
         task_id = self._ids.make(tag)
         self._records.add(Record(task_id, task_name, handle))
-        if self.events:
+        if self.events.active:
             self._emit_task("task.queued", task_id, task_name)
         return task_id
 
@@ -504,6 +508,9 @@ class Client:
         retries: int | None = None,
     ) -> str:
         """``submit_task`` without the wait: queue a task with options, return its id."""
+        if (countdown is None and eta is None and timeout is None and retries is None
+                and not (kwargs and _DELAY_KEYWORDS.intersection(kwargs))):
+            return await self.delay(task_name, *args, priority=priority, **(kwargs or {}))  # the fast path
         return await self._delay_with(
             task_name, tuple(args), dict(kwargs or {}), priority, countdown=countdown, eta=eta, timeout=timeout,
             retries=retries,
@@ -573,7 +580,7 @@ class Client:
             handle = await self._place(segment, record)
             self._records.add(record)
             self._records.placed(record, handle)
-        if self.events:
+        if self.events.active:
             self._emit_task("task.queued", record.task_id, task_name, attempt=1)
         return record.task_id
 
@@ -639,7 +646,7 @@ class Client:
         self._records.unplaced(record)
         delay = retry.policy.retry_delay_after(retry.attempt)
         retry.attempt += 1
-        if self.events:
+        if self.events.active:
             error, _tb = decode_failure(item[4])
             self._emit_task("task.retrying", record.task_id, record.task_name, attempt=retry.attempt,
                             error=error, delay=delay)
@@ -661,7 +668,7 @@ class Client:
                 break
             retry.attempt += 1
         self._records.finish(record, status, payload, t_start, t_end)
-        if self.events:
+        if self.events.active:
             self._emit_finished([(record.task_id, record.task_name, status.value, payload)])
 
     async def map(
@@ -774,7 +781,7 @@ class Client:
                 task_id = make_id(subs[i][3])
                 add_record(Record(task_id, names[i], handle))
                 ids.append(task_id)
-                if self.events:
+                if self.events.active:
                     self._emit_task("task.queued", task_id, names[i])
         return ids
 
@@ -812,7 +819,7 @@ class Client:
         self._collect()
 
     def _on_worker(self, event: str, payload: dict) -> None:
-        if self.events:
+        if self.events.active:
             self.events.emit(event, payload)
 
     def _on_arena(self) -> None:
@@ -828,9 +835,9 @@ class Client:
         while True:
             items = segment.drain(self._client_id)
             if items:
-                if self.events:
+                if self.events.active:
                     self._emit_drained(items)
-                for record, item in finish_drained(items, _STATUS_OF, self._by_tag):
+                for record, item in finish_drained(items, _CODES, self._by_tag):
                     self._retry_later(record, item)
             collected += len(items)
             if not segment.arm(self._client_id):
@@ -1030,7 +1037,7 @@ class Client:
         elif not self._segment.cancel(self._client_id, record.handle):
             return False
         self._records.finish(record, CANCELLED, error="cancelled before it started")
-        if self.events:
+        if self.events.active:
             self._emit_task("task.cancelled", task_id, record.task_name, status=CANCELLED.value)
         return True
 

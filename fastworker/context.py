@@ -41,6 +41,7 @@ def current_task() -> TaskContext | None:
 
 def enter(lookup: Callable[[int, int], str | None], client: int, tag: int, name: str, attempt: int,
           lane: int) -> None:
+    """(The worker's hot path assigns ``_running`` itself, to save the call.)"""
     global _running
     _running = (lookup, client, tag, name, attempt, lane)
 

@@ -24,9 +24,8 @@ class Events:
     def __init__(self) -> None:
         self._handlers: dict[str, list[Callable[[dict], Any]]] = {}
         self._running: set[asyncio.Task] = set()  # async handlers, held until done
-
-    def __bool__(self) -> bool:
-        return bool(self._handlers)
+        # Anyone listening?  A plain attribute: the client tests it once per task.
+        self.active = False
 
     def listens(self, event: str) -> bool:
         return event in self._handlers
@@ -38,6 +37,7 @@ class Events:
         if not callable(handler):
             raise TypeError(f"an event handler must be callable, not {handler!r}")
         self._handlers.setdefault(event, []).append(handler)
+        self.active = True
         return handler
 
     def off(self, event: str, handler: Callable[[dict], Any]) -> None:
@@ -46,6 +46,7 @@ class Events:
             handlers.remove(handler)
         if not handlers:
             self._handlers.pop(event, None)
+        self.active = bool(self._handlers)
 
     def emit(self, event: str, payload: dict) -> None:
         for handler in self._handlers.get(event, ()):

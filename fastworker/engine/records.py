@@ -42,6 +42,17 @@ def from_ns(ns: int) -> datetime | None:
     return _fromtimestamp(ns / 1e9, _UTC) if ns else None
 
 
+class ResultCodes:
+    """The ring's result codes as statuses, worked out once (drains run for every result)."""
+
+    __slots__ = ("status_of", "values", "failure")
+
+    def __init__(self, status_of: dict[int, TaskStatus]) -> None:
+        self.status_of = status_of
+        self.values = {code: status.value for code, status in status_of.items()}
+        self.failure = next((code for code, status in status_of.items() if status is FAILURE), None)
+
+
 NOT_IN_RING = -1  # the handle of a task waiting for its time (countdown, eta, a retry's delay)
 
 
@@ -192,7 +203,7 @@ class RecordTable:
         return list(self.finished.values())
 
     def finish_drained(
-        self, items: list[tuple], status_of: dict[int, TaskStatus], by_tag: dict[int, Record] | None = None
+        self, items: list[tuple], codes: ResultCodes, by_tag: dict[int, Record] | None = None
     ) -> list[tuple[Record, tuple]]:
         """``finish`` for every result a drain returned, in one pass.
 
@@ -204,8 +215,7 @@ class RecordTable:
         """
         now = self.clock()
         pop, pending, finished = self.in_flight.pop, self.pending, self.finished
-        values = {code: status.value for code, status in status_of.items()}
-        failure = next((code for code, status in status_of.items() if status is FAILURE), None)
+        values, failure = codes.values, codes.failure
         held: list[tuple[Record, tuple]] = []
         for item in items:
             handle, status, _flags, tag, payload, t_start, t_end = item

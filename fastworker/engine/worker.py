@@ -28,6 +28,7 @@ FAILURE = _native.RESULT_FAILURE
 WANT_LENT = 2
 # Submission flag: the arguments are an out-of-band layout (oob.py), not a plain pickle.
 ARGS_LAID_OUT = 4
+_CALL_OPTIONS = call_options.CALL_OPTIONS
 
 
 def payload_size(out: Any) -> int:
@@ -117,6 +118,13 @@ class Worker:
         self.max_memory = max_memory  # leave once RSS is over this many bytes, checked between tasks
         self.task_ids = task_ids  # (client, tag) -> task id, asked only by current_task()
         self.over_memory = False
+        # Per fn_id: (definition, its own time limit, the function to call straight when it is
+        # a plain sync function without hooks, else None).
+        self._plans = [
+            (d, d.policy.timeout,
+             d.func if not d.is_async and d.policy.before is None and d.policy.after is None else None)
+            for d in tasks
+        ]
         self.index = index
         self.incarnation = incarnation
         self.tasks = tasks  # indexed by fn_id: the registry snapshot taken when the engine started
@@ -206,16 +214,16 @@ class Worker:
         included, becomes a FAILURE: the worker process outlives its task.
         """
         try:
-            defn = self.tasks[fn_id]
+            defn, timeout, plain = self._plans[fn_id]
         except IndexError:
             known = [t.name for t in self.tasks]
             return self._failure(UnknownTaskError(f"#{fn_id}", known))
-        timeout, attempt = defn.policy.timeout, 1
-        if flags & call_options.CALL_OPTIONS:
+        attempt = 1
+        if flags & _CALL_OPTIONS:
             own_timeout, attempt, payload = call_options.unwrap(payload)
             timeout = own_timeout or timeout
         if timeout is not None:
-            # The owner kills this worker once the deadline passes (Supervisor.watch_deadlines).
+            # The owner kills this worker once the deadline passes (Supervisor._check_deadlines).
             self.ring.set_deadline(self.index, self.incarnation, timeout)
         try:
             kwargs: dict[str, Any]
@@ -225,11 +233,12 @@ class Worker:
                 args, kwargs = oob.decode(payload), {}
             else:
                 args, kwargs = self.codec.decode_args(payload, flags)
-            context.enter(self.task_ids, client, tag, defn.name, attempt, lane)
+            # What current_task() reads (context.py): set here, not through a call, on the hot path.
+            context._running = (self.task_ids, client, tag, defn.name, attempt, lane)
             try:
-                value = self._call_hooked(defn, args, kwargs)
+                value = plain(*args, **kwargs) if plain is not None else self._call_hooked(defn, args, kwargs)
             finally:
-                context.leave()
+                context._running = None
             if flags & WANT_LENT and self.codec is PICKLE_CODEC:
                 # The submitter takes big buffers as views of the arena (oob.py).
                 out, lent = oob.encode(value)

@@ -226,3 +226,12 @@ def rss():
     import psutil
 
     return psutil.Process().memory_info().rss
+
+
+@task(timeout=0.2)
+def hold_the_ring_lock(segment_name):
+    """Walk the ring under its lock, again and again, until the timeout kills this worker:
+    with many slots nearly all the time is spent holding the lock."""
+    segment = _native.attach(segment_name)
+    while True:
+        segment.check()

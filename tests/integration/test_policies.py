@@ -104,6 +104,23 @@ def test_a_task_past_its_timeout_fails_and_its_worker_is_replaced(client_factory
     assert len(before & now) == 1  # one worker replaced, the other untouched
 
 
+def test_a_timeout_that_lands_while_the_worker_holds_the_ring_lock(client_factory):
+    async def main():
+        async with client_factory(workers=1, slots=65536) as client:
+            outcomes = []
+            # The parent finds the deadline with the lock held, then kills: the worker is back
+            # in the lock a moment later, or not yet; go on until one kill has landed inside.
+            while client.stats()["recoveries"] == 0 and len(outcomes) < 20:
+                outcomes.append(await client.submit_task("hold_the_ring_lock", args=(client._segment.name,)))
+            after = await client.submit_task("add", args=(1, 2))
+            return outcomes, after, client.stats(), client._segment.check(), client._segment.nslots
+
+    outcomes, after, stats, census, nslots = run(main())
+    assert all(r.status is TaskStatus.FAILURE and "timeout of 0.2 s" in r.error for r in outcomes)
+    assert stats["recoveries"] >= 1  # the next locker recovered the lock of the killed worker
+    assert after.result == 3 and census["error"] == 0 and census["free"] == nslots
+
+
 def test_a_per_call_timeout_and_retries_of_a_timed_out_task(client_factory, tmp_path):
     async def main():
         async with client_factory() as client:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gc
 
-from fastworker.engine.records import STATUS, Record, RecordTable, to_result
+from fastworker.engine.records import STATUS, Record, RecordTable, ResultCodes, to_result
 from fastworker.tasks.models import TaskStatus
 from fastworker.tasks.serialization import JSON_CODEC
 
@@ -84,7 +84,7 @@ def test_drained_results_finish_their_records_in_one_pass():
     for i in range(3):
         table.add(Record(f"t{i}", "add", 100 + i))
     items = [(100 + i, 1, 0, i, b"%d" % i, 1, 2) for i in range(3)] + [(999, 1, 0, 9, b"0", 1, 2)]
-    table.finish_drained(items, {1: TaskStatus.SUCCESS})
+    table.finish_drained(items, ResultCodes({1: TaskStatus.SUCCESS}))
     assert not table.in_flight and not table.pending
     assert [to_result(table.get(f"t{i}"), JSON_CODEC).result for i in range(3)] == [0, 1, 2]
 
@@ -112,7 +112,8 @@ def test_a_failed_task_with_retries_left_is_held_back_for_the_caller():
     record = Record("t0", "add", 100, retry)
     table.add(record)
     failure = (100, 2, 0, 1, b'{"type":"ValueError","message":"x","traceback":""}', 1, 2)
-    held = table.finish_drained([failure], {1: TaskStatus.SUCCESS, 2: TaskStatus.FAILURE})
+    codes = ResultCodes({1: TaskStatus.SUCCESS, 2: TaskStatus.FAILURE})
+    held = table.finish_drained([failure], codes)
     assert held == [(record, failure)] and table.get("t0") is record and not table.in_flight
     # The second attempt is placed by the control plane (so found by its tag) and fails too:
     # no retry is left, so it finishes, telling how many attempts ran.
@@ -121,6 +122,6 @@ def test_a_failed_task_with_retries_left_is_held_back_for_the_caller():
     retry.attempt = 2
     table.add(record)
     again = (200, 2, 0, 1, failure[4], 3, 4)
-    assert table.finish_drained([again], {1: TaskStatus.SUCCESS, 2: TaskStatus.FAILURE}, {1: record}) == []
+    assert table.finish_drained([again], codes, {1: record}) == []
     result = to_result(table.get("t0"), JSON_CODEC)
     assert (result.status, result.error, result.attempts) == (TaskStatus.FAILURE, "ValueError: x", 2)
