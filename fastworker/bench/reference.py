@@ -64,37 +64,43 @@ class ForkedCeiling(Engine):
         """Every batch has reaped its processes."""
 
     def timed_batch(self, fn: Fn, arglist: Sequence[tuple]) -> tuple[float, None]:
-        """Fork one child per worker holding its share of the calls, blocked on a pipe; time
-        from releasing them to the last exit, so fork's own cost is not charged (a pool's
-        workers are forked before its work starts too).  Children return no results."""
-        release, go = os.pipe()
-        pids = []
+        """One forked child per worker, each with its share of the calls."""
+        return forked_calls([arglist[i :: self.workers] for i in range(self.workers)], fn), None
+
+
+def forked_calls(shares: Sequence[Sequence[tuple]], fn: Fn) -> float:
+    """Fork one child per share of the calls, blocked on a pipe; seconds from releasing them to
+    the last exit, so fork's own cost is not charged (a pool's workers are forked before its
+    work starts too).  A fresh process also keeps the parent's own threads (an executor's
+    leftovers) out of the timing.  Children return no results."""
+    release, go = os.pipe()
+    pids = []
+    try:
         try:
-            try:
-                for share in (arglist[i :: self.workers] for i in range(self.workers)):
-                    pid = os.fork()
-                    if pid == 0:  # pragma: no cover - the child
-                        code = 1
-                        try:
-                            os.close(go)
-                            if os.read(release, 1) == b"g":
-                                for args in share:
-                                    fn(*args)
-                                code = 0
-                        finally:
-                            os._exit(code)
-                    pids.append(pid)
-            finally:
-                os.close(release)
-            t0 = time.perf_counter()
-            os.write(go, b"g" * len(pids))
+            for share in shares:
+                pid = os.fork()
+                if pid == 0:  # pragma: no cover - the child
+                    code = 1
+                    try:
+                        os.close(go)
+                        if os.read(release, 1) == b"g":
+                            for args in share:
+                                fn(*args)
+                            code = 0
+                    finally:
+                        os._exit(code)
+                pids.append(pid)
         finally:
-            os.close(go)  # a child not released (a fork or the write failed) reads EOF and exits
-            codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
-        seconds = time.perf_counter() - t0
-        if any(codes):
-            raise RuntimeError(f"a forked busy loop failed (exit codes {codes})")
-        return seconds, None
+            os.close(release)
+        t0 = time.perf_counter()
+        os.write(go, b"g" * len(pids))
+    finally:
+        os.close(go)  # a child not released (a fork or the write failed) reads EOF and exits
+        codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+    seconds = time.perf_counter() - t0
+    if any(codes):
+        raise RuntimeError(f"a forked busy loop failed (exit codes {codes})")
+    return seconds
 
 
 REFERENCES: tuple[type[Engine], ...] = (EventfdFloor, ForkedCeiling)

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import psutil
 
 from .engine import Engine
+from .reference import forked_calls
 from .tasks import add, burn, double, identity, square
 
 MIB = 1 << 20
@@ -268,10 +269,11 @@ class Cpu(Workload):
         return None
 
     def measure(self, engine: Engine) -> Measured:
-        """The same calls serially in this process, then on the engine: timed back to back, so
-        a machine whose load changes over the run (a shared one) changes both alike."""
+        """The same calls one after another in a forked process, then on the engine: timed
+        back to back, so a machine whose load changes over the run (a shared one) changes both
+        alike.  Not in this process: threads an executor left here would slow the reference."""
         engine.timed_batch(burn, [(self.n,)] * self.workers)
-        serial_s = _timed(lambda: [burn(self.n) for _ in range(self.tasks)])
+        serial_s = forked_calls([[(self.n,)] * self.tasks], burn)
         seconds, results = engine.timed_batch(burn, [(self.n,)] * self.tasks)
         expect(results is None or results == [self.expected] * self.tasks, "burn(n) returned another sum")
         info = {"tasks": self.tasks, "burn_n": self.n, "serial_s": serial_s, "parallel_s": seconds}
