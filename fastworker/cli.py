@@ -317,7 +317,7 @@ def status(task_id, name, as_json):
 @_name_option
 @_json_option
 def cancel(task_id, name, as_json):
-    """Cancel a task still waiting in the queue (exit 1 if it cannot be)."""
+    """Cancel a task: queued or scheduled, it never runs; running, its worker is stopped (exit 1 if it had finished)."""
     from . import queries
 
     config = _resolve(name=name)

@@ -98,7 +98,7 @@ def result(name: str, task_id: str, timeout: float = 10.0) -> dict[str, Any] | N
 
 
 def cancel(name: str, task_id: str, timeout: float = 10.0) -> tuple[bool, str]:
-    """Ask the control plane to cancel a queued task: (cancelled, the server's message)."""
+    """Ask the control plane to cancel a task (queued, scheduled or running): (cancelled, the server's message)."""
     reply = query(name, {"query": "cancel", "task_id": task_id}, timeout)
     return bool(reply.get("cancelled")), str(reply.get("message") or "")
 

@@ -250,8 +250,8 @@ class Map(Workload):
 
 class Cpu(Workload):
     name = group = "cpu"
-    title = ("speedup of N×workers busy loops of ~5 ms over the same calls run one after another here; "
-             "the ceiling row is what plain forked processes reach")
+    title = ("speedup of N×workers busy loops of ~5 ms over the same calls run one after another in a forked "
+             "process; the ceiling row is what plain forked processes reach")
     unit = "× speedup"
     higher_is_better = True
     worse, better = "lower", "higher"

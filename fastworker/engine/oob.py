@@ -15,6 +15,7 @@ the last view of it is released.
 
 from __future__ import annotations
 
+import io
 import pickle
 import struct
 from typing import Any
@@ -29,12 +30,73 @@ MIN_OUT_OF_BAND = 64 * 1024
 Layout = tuple[int, list[tuple[int, Any]]]  # total length, [(offset, buffer), ...]
 
 
+# Buffers pickle sends in-band (bytes, bytearray) or cannot pickle at all (memoryview), sent
+# out of band here as persistent ids that hold a PickleBuffer: (kind, format, shape, buffer).
+_KINDS = {bytes: "bytes", bytearray: "bytearray", memoryview: "memoryview"}
+
+
+class _BuffersOutOfBand(pickle.Pickler):
+    """Pickle sends ``bytes`` and ``bytearray`` in-band even with protocol 5: a 1 MiB argument
+    would be copied into a fresh 1 MiB pickle first (and page-faulted in); a ``memoryview`` it
+    refuses.  Big ones become persistent ids holding a PickleBuffer, which ``buffer_callback``
+    takes out of band: the ring copies them straight into the arena."""
+
+    def persistent_id(self, obj: Any) -> Any:
+        kind = _KINDS.get(type(obj))
+        if kind is None or _nbytes(obj) < MIN_OUT_OF_BAND:
+            return None
+        if kind == "memoryview":
+            if not obj.contiguous:
+                return None  # pickle refuses it, as it would anyway
+            return (kind, obj.format, obj.shape, pickle.PickleBuffer(obj))
+        return (kind, "B", None, pickle.PickleBuffer(obj))
+
+
+class _Unpickler(pickle.Unpickler):
+    def persistent_load(self, pid: Any) -> Any:
+        try:
+            kind, fmt, shape, buffer = pid
+        except (TypeError, ValueError):
+            raise pickle.UnpicklingError(f"unexpected persistent id {type(pid).__name__}") from None
+        if not isinstance(buffer, memoryview):
+            raise pickle.UnpicklingError(f"unexpected persistent id holding {type(buffer).__name__}")
+        if kind == "bytes":
+            return bytes(buffer)
+        if kind == "bytearray":
+            return bytearray(buffer)
+        if kind == "memoryview":  # a view of the block: no copy, as a NumPy array gets
+            return buffer.cast("B").cast(fmt, shape) if shape else buffer.cast("B").cast(fmt)
+        raise pickle.UnpicklingError(f"unexpected persistent id kind {kind!r}")
+
+
+def _nbytes(obj: Any) -> int:
+    return obj.nbytes if type(obj) is memoryview else len(obj)
+
+
+def _holds_big_buffer(value: Any, depth: int = 0) -> bool:
+    """A big bytes, bytearray or memoryview at the top of a value or one container down (a
+    call's arguments are ``(fn, args, kwargs)``: two down)."""
+    if type(value) in _KINDS:
+        return _nbytes(value) >= MIN_OUT_OF_BAND
+    if depth < 2:
+        if type(value) is dict:
+            return any(_holds_big_buffer(v, depth + 1) for v in value.values())
+        if type(value) in (tuple, list) and len(value) <= 16:
+            return any(_holds_big_buffer(v, depth + 1) for v in value)
+    return False
+
+
 def encode(value: Any) -> tuple[bytes | Layout, bool]:
     """(payload, out_of_band): a plain protocol-5 pickle, or the layout of the block as
     (length, [(offset, buffer), ...]) for the ring to copy each piece straight into place
     (no intermediate copy of the buffers)."""
     buffers: list[pickle.PickleBuffer] = []
-    data = pickle.dumps(value, 5, buffer_callback=buffers.append)
+    if _holds_big_buffer(value):
+        stream = io.BytesIO()
+        _BuffersOutOfBand(stream, 5, buffer_callback=buffers.append).dump(value)
+        data = stream.getvalue()
+    else:
+        data = pickle.dumps(value, 5, buffer_callback=buffers.append)
     if not buffers:
         return data, False
     try:
@@ -66,4 +128,4 @@ def decode(block: Any) -> Any:
     places = [_ENTRY.unpack_from(view, _HEAD.size + i * _ENTRY.size) for i in range(count)]
     start = _HEAD.size + _ENTRY.size * count
     buffers = [view[offset : offset + length] for offset, length in places]
-    return pickle.loads(view[start : start + data_len], buffers=buffers)
+    return _Unpickler(io.BytesIO(view[start : start + data_len]), buffers=buffers).load()

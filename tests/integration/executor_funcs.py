@@ -111,3 +111,12 @@ def page_faults_of_two_big_allocations(nbytes):
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
         del block
     return faults
+
+
+def as_memoryview(data):
+    """A big result pickle could not send at all: a memoryview (of a fresh buffer)."""
+    return memoryview(bytearray(data)).cast("B").cast("I")
+
+
+def describe_buffer(value):
+    return type(value).__name__, len(value), bytes(value[:3]) if not isinstance(value, memoryview) else value.tobytes()[:3]

@@ -522,6 +522,10 @@ def test_map_over_a_numpy_array(ex):
 
 
 def _inside(segment, array) -> bool:
+    if isinstance(array, memoryview):
+        import numpy as np
+
+        array = np.frombuffer(array, dtype=np.uint8)
     address = array.__array_interface__["data"][0]
     return segment.base_address <= address < segment.base_address + segment.size
 
@@ -640,3 +644,17 @@ def test_retain_heap_checks_its_thresholds():
 
     with pytest.raises(ValueError, match="thresholds"):
         _native.retain_heap(-1, 0)
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_big_bytes_bytearrays_and_memoryviews_cross_out_of_band_keeping_their_type(kind):
+    data = kind(b"abc" * 100_000)  # 300 KB
+    with Executor(workers=1) as ex:
+        assert ex.submit(funcs.describe_buffer, data).result() == (kind.__name__, 300_000, b"abc")
+        if kind is not memoryview:  # pickle itself cannot send a memoryview back, even in-band
+            back = ex.submit(funcs.echo, data).result()
+            assert type(back) is kind and back == data
+        view = ex.submit(funcs.as_memoryview, data).result()
+        assert type(view) is memoryview and view.format == "I" and view.tobytes() == bytes(data)
+        assert _inside(ex._segment, view)  # the result is a view of the shared segment, no copy
+        del view
