@@ -65,7 +65,10 @@ def _parse_peers(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="Write every sample, the machine and the versions to this file.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Draw a bar chart to this PNG (needs matplotlib: pip install 'fastworker[plot]').")
-def bench(workloads, peers, workers, quick, repeat, json_path, plot_path):
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True,
+              help="Seconds each step of an engine (start, one workload, stop) may take; past it, the step "
+              "fails in its rows and the run goes on.")
+def bench(workloads, peers, workers, quick, repeat, json_path, plot_path, time_limit):
     """Measure fastworker against other executors on this machine and print a table."""
     from . import machine, report, runner
     from .ours import OURS
@@ -88,13 +91,13 @@ def bench(workloads, peers, workers, quick, repeat, json_path, plot_path):
     command = shlex.join(["fastworker", "bench", *sys.argv[2:]]) if _invoked_as_bench() else "fastworker bench"
     described = machine.describe()
     results = runner.run(chosen, engines, workers, repeat, quick=quick,
-                         progress=lambda line: click.echo(line, err=True))
+                         progress=lambda line: click.echo(line, err=True), step_limit=time_limit)
     described = machine.finish(described)
     click.echo(report.header(results, described, command))
     click.echo(report.table(results), nl=False)
     if json_path:
         options = {"workloads": groups, "peers": peers or list(PEERS), "workers": workers, "quick": quick,
-                   "repeat": repeat}
+                   "repeat": repeat, "time_limit": time_limit}
         with open(json_path, "w", encoding="utf-8") as f:
             json.dump(report.document(results, described, command, options), f, indent=1)
         click.echo(f"\nEvery sample: {json_path}")

@@ -9,14 +9,20 @@ Only one engine is alive at a time, so no pool's idle threads or heartbeats
 (dask's, Ray's) run beside another's measurement, and a drift of the machine
 over the run hits every engine in every repeat alike.  An engine that fails to
 start, a measurement that raises and a stop that fails are recorded in their
-rows; the run goes on.
+rows; the run goes on.  So is one that hangs: each step (start, a measurement,
+stop) has ``time_limit`` seconds, enforced with SIGALRM, which interrupts a
+blocked wait in Python code (a peer stuck inside C code that never returns to
+the interpreter is beyond it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +51,29 @@ class Cell:
 
     def fail(self, repeat: int, what: str, exc: BaseException) -> None:
         self.errors.append(f"repeat {repeat}: {what}: {describe_error(exc)}")
+
+
+class TimeLimitExceeded(Exception):
+    """A step of an engine took longer than the run's time limit."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise TimeLimitExceeded in this (the main) thread if the block runs past `seconds`."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise TimeLimitExceeded(f"no answer within the time limit of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -76,6 +105,7 @@ def run(
     repeat: int,
     quick: bool = False,
     progress: Progress = lambda line: None,
+    step_limit: float | None = None,
 ) -> Results:
     started = time.time()
     ready, skipped_workloads = [], []
@@ -104,7 +134,7 @@ def run(
             mine = [c for c in cells if c.engine is engine and c.not_applicable is None]
             if mine:
                 t0 = time.perf_counter()
-                stop_error = _session(engine(workers), r, mine)
+                stop_error = _session(engine(workers), r, mine, step_limit)
                 if stop_error:
                     results.stop_errors.append((engine, stop_error))
                 progress(f"repeat {r}/{repeat}: {engine.label} ({time.perf_counter() - t0:.1f} s)")
@@ -112,28 +142,31 @@ def run(
     return results
 
 
-def _session(engine: Engine, repeat: int, cells: list[Cell]) -> str | None:
+def _session(engine: Engine, repeat: int, cells: list[Cell], step_limit: float | None = None) -> str | None:
     """Start `engine`, measure each of its cells once, stop it.  A failure to start or to
     measure lands in the cells; a failure to stop is returned, to be reported once."""
     startup = next((c for c in cells if isinstance(c.workload, Startup)), None)
     try:
-        engine.launch()  # cleans up after itself if it fails: there is nothing to stop then
+        with time_limit(step_limit):
+            engine.launch()  # cleans up after itself if it fails: there is nothing to stop then
     except Exception as exc:  # noqa: BLE001 - a peer that cannot start fails its rows, not the run
         for cell in cells:
             cell.fail(repeat, "start", exc)
         return None
     started = False
     try:
-        if startup is not None:
-            startup.add(repeat, startup.workload.measure_start(engine))
-        else:
-            engine.start()
+        with time_limit(step_limit):
+            if startup is not None:
+                startup.add(repeat, startup.workload.measure_start(engine))
+            else:
+                engine.start()
         started = True
         for cell in cells:
             if cell is startup:
                 continue
             try:
-                cell.add(repeat, cell.workload.measure(engine))
+                with time_limit(step_limit):
+                    cell.add(repeat, cell.workload.measure(engine))
             except Exception as exc:  # noqa: BLE001 - one failing measurement, not the run
                 cell.fail(repeat, "measure", exc)
     except Exception as exc:  # noqa: BLE001
@@ -141,7 +174,8 @@ def _session(engine: Engine, repeat: int, cells: list[Cell]) -> str | None:
             cell.fail(repeat, "start", exc)
     finally:
         try:
-            engine.stop()
+            with time_limit(step_limit):
+                engine.stop()
         except Exception as exc:  # noqa: BLE001
             # A half-started engine may fail to stop for the reason it failed to start,
             # which its rows report already.

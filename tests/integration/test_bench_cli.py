@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -48,6 +49,30 @@ class FailsBatches(peers.MpPool):
 
     def batch(self, fn, arglist):
         raise OSError("the batch went missing")
+
+
+class HangsOnBatches(peers.MpPool):
+    """Answers single calls; a batch never comes back (a deadlocked pool, say)."""
+
+    name = "hangs-on-batches"
+    label = "a peer whose batches hang"
+
+    def batch(self, fn, arglist):
+        time.sleep(3600)
+
+
+def test_a_hanging_peer_fails_its_row_at_the_time_limit_and_the_run_goes_on(monkeypatch):
+    monkeypatch.setitem(peers.PEERS, HangsOnBatches.name, HangsOnBatches)
+    started = time.monotonic()
+    result = bench("--quick", "--workers", "1", "--workloads", "throughput,latency", "--peers",
+                   "hangs-on-batches,mp-pool", "--time-limit", "2")
+    assert result.exit_code == 0, result.output
+    table = {(r[0], r[1]): r for r in rows(result.stdout)}
+    assert "time limit of 2 s" in result.stdout
+    assert table[("throughput (tasks/s)", "a peer whose batches hang")][2].startswith("failed")
+    assert table[("latency (µs)", "a peer whose batches hang")][2][0].isdigit()  # its other rows ran
+    assert table[("throughput (tasks/s)", "multiprocessing.Pool")][2][0].isdigit()
+    assert time.monotonic() - started < 60
 
 
 @pytest.fixture
@@ -113,7 +138,7 @@ def test_a_quick_run_reports_every_row_keeps_every_sample_and_survives_failing_p
     assert doc["format"] == "fastworker-bench/1"
     assert doc["options"] == {"workloads": ["latency", "throughput", "map", "cpu", "payload", "startup", "memory"],
                               "peers": ["processpool", "mp-pool", "not-installed", "cannot-start", "fails-batches"],
-                              "workers": 2, "quick": True, "repeat": 1}
+                              "workers": 2, "quick": True, "repeat": 1, "time_limit": 300.0}
     for key in ("cpu_model", "cpus_logical", "cpus_usable", "python", "fastworker_version", "fastworker_commit",
                 "libraries", "loadavg_at_start", "loadavg_at_end"):
         assert key in doc["machine"]
