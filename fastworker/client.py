@@ -21,16 +21,14 @@ import asyncio
 import atexit
 import logging
 import os
-import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-import orjson
 
-from . import _native, context, eager
+from . import _native, eager
 from .config import Config
 from .errors import (
     ClientClosedError,
@@ -43,8 +41,9 @@ from .errors import (
     TaskTimeoutError,
     UnknownTaskError,
 )
-from .engine import call_options, runtime, shm, wire
+from .engine import call_options, shm
 from .engine.ids import TaskIds
+from .engine.link import Link
 from .engine.periodic import Periodic
 from .engine.records import (
     CANCELLED,
@@ -155,7 +154,7 @@ class Client:
         self._eventfd = -1
         self._loop: asyncio.AbstractEventLoop | None = None
         self._room_waiters: list[asyncio.Future] = []
-        self._control: socket.socket | None = None  # attached: the connection to the control plane
+        self._control: Link | None = None  # attached: the connection to the control plane
         self._closed = False
         self._policies: dict[str, TaskPolicy] = {}  # tasks with options (retries, ...), by name
         self._schedule: Schedule | None = None  # embedded: tasks waiting for their time
@@ -228,37 +227,14 @@ class Client:
 
     async def _attach(self) -> None:
         """Attach to the running control plane of this user named ``config.name``."""
-        loop = asyncio.get_running_loop()
-        place = runtime.place(self.config.name)
-        control = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        control.setblocking(False)
-        eventfd = -1
+        link, welcome, eventfd = await Link.open(
+            self.config.name, self.config.serialization_format.value, self._ids.prefix
+        )
         try:
-            try:
-                await loop.sock_connect(control, place.socket)
-            except (FileNotFoundError, ConnectionRefusedError):
-                raise ControlPlaneUnavailable(
-                    f"no control plane named {self.config.name!r} is running for this user (no one listens on "
-                    f"{place.socket}); start one with `fastworker control-plane --workers N --task-modules "
-                    "your.tasks`, or run an embedded engine: Client(workers=N, task_modules=[...])"
-                ) from None
-            eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-            hello = {
-                "hello": 1,
-                "pid": os.getpid(),
-                "format": self.config.serialization_format.value,
-                "ids": self._ids.prefix,  # the control plane tells our tasks apart by it
-            }
-            socket.send_fds(control, [orjson.dumps(hello)], [eventfd])
-            reply = await asyncio.wait_for(loop.sock_recv(control, 1 << 20), 10.0)
-            welcome = orjson.loads(reply) if reply else {"error": "the control plane closed the connection"}
-            if "error" in welcome:
-                raise ControlPlaneUnavailable(f"control plane {self.config.name!r}: {welcome['error']}")
             segment = shm.attach(welcome["segment"])
         except BaseException:
-            control.close()
-            if eventfd >= 0:
-                os.close(eventfd)
+            link.close()
+            os.close(eventfd)
             raise
         self._fn_ids = {name: i for i, name in enumerate(welcome["tasks"])}
         self._policies = {
@@ -267,47 +243,31 @@ class Client:
         }
         self._client_id = int(welcome["client"])
         self._eventfd = eventfd
-        self._control = control
+        self._control = link
         self._segment = segment
-        self._loop = loop
+        self._loop = loop = asyncio.get_running_loop()
         _live_clients.add(self)
         loop.add_reader(eventfd, self._on_wakeup)
-        loop.add_reader(control, self._on_control_plane_message)
+        link.listen(self._answer, self._on_control_plane_gone)
         segment.arm(self._client_id)
 
-    def _on_control_plane_message(self) -> None:
-        while self._control is not None:
-            try:
-                data = self._control.recv(1 << 16)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                data = b""
-            if not data:  # the control plane stopped or died: nothing pending will ever finish
-                log.error("control plane %r went away; failing this client's pending tasks", self.config.name)
-                self._teardown(grace=0.0, reason=ControlPlaneUnavailable(
-                    f"the control plane {self.config.name!r} stopped before the task finished"
-                ))
-                return
-            try:
-                ask = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(ask, dict) and "qid" in ask:
-                self._answer(ask)
+    def _on_control_plane_gone(self) -> None:
+        """The control plane stopped or died: nothing pending will ever finish."""
+        log.error("control plane %r went away; failing this client's pending tasks", self.config.name)
+        self._teardown(grace=0.0, reason=ControlPlaneUnavailable(
+            f"the control plane {self.config.name!r} stopped before the task finished"
+        ))
 
     def _answer(self, ask: dict) -> None:
         """Another client or the CLI asked the control plane about one of our tasks."""
         task_id = str(ask.get("task_id"))
         if ask.get("ask") == "result":
             result = self.get_result(task_id)
-            reply: dict[str, Any] = {"result": None if result is None else result.to_dict()}
+            self._send_answer(ask, {"result": None if result is None else result.to_dict()})
         elif ask.get("ask") == "cancel":
             self._in_background(self._answer_cancel(ask, task_id))
-            return
         else:
-            reply = {"error": f"unknown question {ask.get('ask')!r}"}
-        self._send_answer(ask, reply)
+            self._send_answer(ask, {"error": f"unknown question {ask.get('ask')!r}"})
 
     async def _answer_cancel(self, ask: dict, task_id: str) -> None:
         try:
@@ -321,41 +281,11 @@ class Client:
 
     def _send_answer(self, ask: dict, reply: dict) -> None:
         if self._control is not None:
-            try:
-                self._control.send(orjson.dumps({"answer": ask["qid"], **reply}))
-            except OSError:
-                pass
+            self._control.answer(ask, reply)
 
     async def _query(self, message: dict) -> dict:
-        """One question to the control plane, on a connection of its own."""
-        loop = asyncio.get_running_loop()
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        conn.setblocking(False)
-        try:
-            await loop.sock_connect(conn, runtime.place(self.config.name).socket)
-            await loop.sock_sendall(conn, orjson.dumps(message))
-            reply = orjson.loads(await asyncio.wait_for(loop.sock_recv(conn, 1 << 20), 10.0))
-        except (OSError, asyncio.TimeoutError, orjson.JSONDecodeError) as exc:
-            raise ControlPlaneUnavailable(f"control plane {self.config.name!r} did not answer: {exc}") from None
-        finally:
-            conn.close()
-        if "error" in reply:
-            raise ControlPlaneUnavailable(f"control plane {self.config.name!r}: {reply['error']}")
-        return reply
-
-    def _keep_results(self, control: socket.socket) -> None:
-        """A stopping attached client leaves its finished results in the control plane's cache."""
-        finished = (
-            (entry[0], finished_status(entry), entry[3], entry[4], entry[5])
-            for entry in self._records.finished_items()
-        )
-        control.setblocking(True)
-        control.settimeout(2.0)
-        try:
-            for datagram in wire.keep_datagrams(finished):
-                control.send(datagram)
-        except OSError:
-            pass  # the control plane is gone: nothing to keep them in
+        assert self._control is not None
+        return await self._control.query(message)
 
     def stop(self) -> None:
         """Stop the workers (running tasks get a few seconds), remove the segment."""
@@ -391,10 +321,11 @@ class Client:
         finally:
             self._fail_unfinished(reason)
             if control is not None:  # attached: on EOF the control plane takes over what is unfinished
-                if loop_open:
-                    self._loop.remove_reader(control)  # type: ignore[union-attr]
                 if reason is None:
-                    self._keep_results(control)
+                    control.keep(
+                        (entry[0], finished_status(entry), entry[3], entry[4], entry[5])
+                        for entry in self._records.finished_items()
+                    )
                 control.close()
                 self._control = None
                 segment.close()
@@ -617,13 +548,13 @@ class Client:
             self._schedule.add(record.retry.tag, due, lambda: self._in_background(self._place_due(record)))
             return
         lane, fn_id, flags, tag, payload = self._submission(record)
+        assert self._control is not None
         self._by_tag[tag] = record
         try:
-            assert self._control is not None
-            self._control.send(wire.schedule_datagram(tag, due, fn_id, lane, flags, payload))
-        except (OSError, ValueError) as exc:
+            self._control.hold(tag, due, fn_id, lane, flags, payload)
+        except ControlPlaneUnavailable:
             del self._by_tag[tag]
-            raise ControlPlaneUnavailable(f"could not hand the task to control plane {self.config.name!r}: {exc}")
+            raise
 
     async def _place_due(self, record: Record) -> None:
         if self._records.pending.get(record.task_id) is not record or self._segment is None:

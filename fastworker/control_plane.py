@@ -42,6 +42,7 @@ from . import _native
 from .config import Config
 from .engine import runtime, shm, wire
 from .engine.ids import TaskIds, make_task_id
+from .engine.link import PROTOCOL
 from .engine.periodic import Periodic
 from .engine.records import RecordTable, to_result
 from .engine.schedule import Schedule
@@ -56,7 +57,6 @@ from .tasks.serialization import Codec
 
 log = logging.getLogger("fastworker.control_plane")
 
-PROTOCOL = 1
 MAX_CLIENTS = 256  # attached client processes at once
 STOP_GRACE = 10.0  # how long running tasks may finish after SIGTERM / SIGINT
 _MAX_MESSAGE = 64 * 1024

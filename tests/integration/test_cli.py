@@ -9,7 +9,6 @@ replies a healthy control plane never sends.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys

@@ -5,8 +5,6 @@ timeouts, cancelling running and scheduled tasks, current_task() and periodic ta
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import time
 from datetime import datetime, timedelta, timezone
 
