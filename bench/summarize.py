@@ -79,8 +79,8 @@ LAYOUT: dict[str, tuple[Column, bool, str, str, list[Column]]] = {
         [Column("items/round", _extra("items")), Column("median s/round", _median_s)],
     ),
     # speedup = serial median / parallel median, serial timed in the same test; "of ceiling" =
-    # the ceiling's (two plain forked processes) median time / this row's, the ceiling timed in
-    # the same test, interleaved round by round
+    # the median over rounds of (the ceiling's time, two plain forked processes timed just before
+    # and just after the round, averaged) / the round's time
     # (the headline: speedups compare across rows only to ~15 %, the serial run's speed varies by process)
     "cpu": (
         Column("of ceiling", _extra("of_ceiling")),

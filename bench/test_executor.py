@@ -229,12 +229,21 @@ def _bench_cpu(benchmark, parallel, n: int, label: str, impl: str, baseline: boo
     benchmark.pedantic(parallel, setup=setup, rounds=CPU_ROUNDS, warmup_rounds=1)
     serial = statistics.median(serial_s[1:])  # the warm-up round's serial run is dropped too
     par = benchmark.stats.stats.median
-    ceil = par if ceiling else statistics.median(ceiling_s[1:])
+    if ceiling:
+        ceil, share = par, 1.0
+    else:
+        # One more ceiling after the last round: each round is then bracketed by the ceilings
+        # timed just before and just after it, and its share is against their mean, so a
+        # machine whose speed drifts (a shared VM) does not favour whichever ran first.
+        setup()
+        rounds = benchmark.stats.stats.data
+        shares = [(ceiling_s[k + 1] + ceiling_s[k + 2]) / 2 / p for k, p in enumerate(rounds)]
+        ceil, share = statistics.median(ceiling_s[1:]), statistics.median(shares)
     describe(benchmark, label, impl, baseline=baseline, tasks=CPU_TASKS, burn_n=n,
              task_ms=round(serial / CPU_TASKS * 1e3, 2), serial_s=round(serial, 4),
              parallel_s=round(par, 4), speedup=round(serial / par, 3),
              ceiling_parallel_s=round(ceil, 4), ceiling_speedup=round(serial / ceil, 3),
-             of_ceiling=round(ceil / par, 3))
+             of_ceiling=round(share, 3))
 
 
 @pytest.mark.benchmark(group="cpu")
