@@ -41,7 +41,7 @@ from .errors import (
     TaskTimeoutError,
     UnknownTaskError,
 )
-from .engine import call_options, shm
+from .engine import call_options, shm, wire
 from .engine.ids import TaskIds
 from .engine.link import Link
 from .engine.periodic import Periodic
@@ -319,12 +319,17 @@ class Client:
                 supervisor.stop(grace)
             self._collect()  # results finished meanwhile (the mapping outlives the control plane)
         finally:
+            retrying = [r.retry for r in self._records.pending.values() if r.retry is not None and r.retry.retries]
             self._fail_unfinished(reason)
             if control is not None:  # attached: on EOF the control plane takes over what is unfinished
                 if reason is None:
                     control.keep(
                         (entry[0], finished_status(entry), entry[3], entry[4], entry[5])
                         for entry in self._records.finished_items()
+                    )
+                    control.hand_over_retries(
+                        wire.RetryState(r.tag, r.fn_id, r.lane, r.flags, r.attempt, r.policy, r.timeout, r.payload)
+                        for r in retrying if not r.exhausted
                     )
                 control.close()
                 self._control = None

@@ -40,7 +40,7 @@ import psutil
 
 from . import _native
 from .config import Config
-from .engine import runtime, shm, wire
+from .engine import call_options, runtime, shm, wire
 from .engine.ids import TaskIds, make_task_id
 from .engine.link import PROTOCOL
 from .engine.periodic import Periodic
@@ -144,6 +144,8 @@ class ControlPlane:
         self.started = time.monotonic()
         self.schedule: Schedule | None = None
         self.scheduled: dict[tuple[str, int], Scheduled] = {}  # (id prefix, counter) -> task held for later
+        # (id prefix, counter) -> the retry state of a task whose client left: we run its next attempts
+        self.retrying: dict[tuple[str, int], wire.RetryState] = {}
         self.periodic: Periodic | None = None
         self.own_ids = TaskIds()  # the ids of periodic runs (tag mark 0 on our own entry)
         self._own_counter = 0
@@ -381,6 +383,9 @@ class ControlPlane:
             if data[:1] == wire.SCHEDULE:  # a task to place in the ring at its time
                 self._hold(client, data)
                 continue
+            if data[:1] == wire.RETRY:  # a stopping client's task that may still be retried
+                self._adopt_retries(client, data)
+                continue
             try:
                 message = orjson.loads(data)
             except orjson.JSONDecodeError:
@@ -453,7 +458,27 @@ class ControlPlane:
         if attached is not None:
             attached.scheduled.discard(key[1])
 
+    def _adopt_retries(self, client: int, datagram: bytes) -> None:
+        attached = self.clients.get(client)
+        state = wire.read_retry(datagram)
+        if attached is None or state is None or state.fn_id >= len(self.task_names) or state.lane > 3:
+            return
+        self.retrying[(attached.ids, state.tag)] = state
+
+    def _retry(self, key: tuple[str, int], state: wire.RetryState, mark: int) -> None:
+        """A handed-over task failed with attempts left: its next attempt, on our own entry,
+        after its delay (what its client would have done)."""
+        assert self.schedule is not None
+        delay = state.policy.retry_delay_after(state.attempt)
+        state.attempt += 1
+        payload = call_options.wrap(state.payload, state.timeout, state.attempt)
+        self.scheduled[key] = Scheduled(self.own_entry, self.own_generation, key[0], (mark << 48) | key[1],
+                                        state.fn_id, state.lane, state.flags | call_options.CALL_OPTIONS, payload)
+        self.schedule.add(key, self.schedule.clock() + delay, lambda: self._place(key))
+        log.debug("task %s: attempt %d in %.2f s", make_task_id(*key), state.attempt, delay)
+
     def _unschedule(self, ids: str, tag: int) -> bool:
+        self.retrying.pop((ids, tag & 0xFFFFFFFFFFFF), None)  # cancelled: no further attempts either
         held = self.scheduled.pop((ids, tag & 0xFFFFFFFFFFFF), None)
         if held is None or self.schedule is None:
             return False
@@ -506,9 +531,17 @@ class ControlPlane:
             for _handle, status, _flags, tag, payload, t_start, t_end in segment.drain(self.own_entry):
                 mark = tag >> 48
                 prefix = self.own_ids.prefix if mark == 0 else self.departed.get(mark)
-                if prefix is not None:
-                    task_id = make_task_id(prefix, tag)
-                    self.results.store(task_id, None, _RESULT_STATUS[status], payload, t_start, t_end)
+                if prefix is None:
+                    continue
+                key = (prefix, tag & 0xFFFFFFFFFFFF)
+                state = self.retrying.get(key)
+                if state is not None and status == _native.RESULT_FAILURE and state.attempt <= state.policy.retries:
+                    self._retry(key, state, mark)
+                    continue
+                self.retrying.pop(key, None)
+                name, attempts = (self.task_names[state.fn_id], state.attempt) if state is not None else (None, 1)
+                self.results.store(make_task_id(prefix, tag), name, _RESULT_STATUS[status], payload, t_start, t_end,
+                                   attempts=attempts)
             if not segment.arm(self.own_entry):
                 break
 

@@ -8,6 +8,7 @@
                 connection of its own
     hold()      a task to place in the ring when it is due (a SCHEDULE datagram)
     keep()      a stopping client's finished results, for the control plane's cache (KEEP)
+    hand_over_retries()   and the retry state of its tasks that may still fail (RETRY)
 
 Control messages are JSON, one per SOCK_SEQPACKET datagram; task payloads travel in the
 binary framings of wire.py, never decoded by the control plane.
@@ -148,6 +149,17 @@ class Link:
                 self.sock.send(datagram)
         except OSError:
             pass  # the control plane is gone: nothing to keep them in
+
+    def hand_over_retries(self, states: Iterable[wire.RetryState]) -> None:
+        """A stopping client's tasks that may still be retried: the control plane runs their
+        next attempts (it keeps their results, as it keeps every handed-over task's)."""
+        self.sock.setblocking(True)
+        self.sock.settimeout(2.0)
+        try:
+            for state in states:
+                self.sock.send(wire.retry_datagram(state))
+        except (OSError, ValueError):
+            pass  # the control plane is gone (or the arguments are too big): no more attempts
 
     def close(self) -> None:
         """Close the connection: the control plane takes over this client's unfinished tasks."""

@@ -193,11 +193,11 @@ class RecordTable:
 
     def store(
         self, task_id: str, task_name: str | None, status: TaskStatus, payload: bytes | None,
-        t_start: int, t_end: int, error: str | None = None,
+        t_start: int, t_end: int, error: str | None = None, attempts: int = 1,
     ) -> None:
         """Keep a finished result that arrived from elsewhere (the control plane's cache)."""
         now = self.clock()
-        self._keep((task_id, task_name, status.value, payload, t_start, t_end, error, now, 1), now)
+        self._keep((task_id, task_name, status.value, payload, t_start, t_end, error, now, attempts), now)
 
     def finished_items(self) -> list[Finished]:
         return list(self.finished.values())

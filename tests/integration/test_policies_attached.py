@@ -149,3 +149,19 @@ def test_bad_policy_options_are_usage_errors(args, message):
 def test_bad_recycling_options_of_the_control_plane_are_usage_errors(option, value):
     result = cli("control-plane", "--workers", "1", option, value)
     assert result.exit_code == 2 and option.lstrip("-").replace("-", "_") in result.output
+
+
+def test_retries_go_on_in_the_control_plane_after_the_client_left(control_plane, tmp_path):
+    """`submit --non-blocking` exits at once: the control plane runs the next attempts."""
+    name = control_plane.name
+    flaky = cli("submit", "--task-name", "flaky", "--args", f'"{tmp_path / "n"}"', "2", "--non-blocking",
+                "--name", name)
+    failing = cli("submit", "--task-name", "fail", "--args", '"boom"', "--retries", "1", "--non-blocking",
+                  "--name", name)
+    assert flaky.exit_code == failing.exit_code == 0, flaky.output + failing.output
+    flaky_id, failing_id = flaky.stdout.strip(), failing.stdout.strip()
+    assert wait_until(lambda: status(name, flaky_id)["status"] == "success", 10.0), status(name, flaky_id)
+    assert (status(name, flaky_id)["result"], status(name, flaky_id)["attempts"]) == (3, 3)
+    assert wait_until(lambda: status(name, failing_id)["status"] == "failure", 10.0)
+    found = status(name, failing_id)
+    assert (found["error"], found["attempts"]) == ("ValueError: boom", 2)
