@@ -507,7 +507,7 @@ class Client:
         record = Record(self._ids.make(tag), task_name, NOT_IN_RING, retry)
         if self._eager:
             self._records.add(record)
-            await self._run_eagerly(record, args, kwargs)
+            await self._run_eagerly(record)
             return record.task_id
         if due is not None and due > now:
             self._records.add(record)
@@ -591,7 +591,7 @@ class Client:
         except ControlPlaneUnavailable as exc:
             self._records.finish(record, FAILURE, item[4], item[5], item[6], error=str(exc))
 
-    async def _run_eagerly(self, record: Record, args: tuple, kwargs: dict) -> None:
+    async def _run_eagerly(self, record: Record) -> None:
         """Eager mode: every attempt runs here and now, through the same codec."""
         retry = record.retry
         assert retry is not None
