@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import itertools
 import logging
 import os
 import time
@@ -79,6 +80,9 @@ _STATUS_OF = {_native.RESULT_SUCCESS: SUCCESS, _native.RESULT_FAILURE: FAILURE, 
 _CODES = ResultCodes(_STATUS_OF)
 _EVENT_OF = {SUCCESS.value: "task.success", FAILURE.value: "task.failure", CANCELLED.value: "task.cancelled"}
 _SCHEDULING = ("countdown", "eta")
+# task.started: how often the client looks for tasks that started, and how many it looks at.
+_STARTED_POLL = 0.02
+_STARTED_SCAN = 1024
 # delay()'s own keywords: a task keyword of the same name must take the other way in.
 _DELAY_KEYWORDS = frozenset(("priority", *_SCHEDULING))
 # The retry options a control plane tells its clients (the hard timeout is the workers' business).
@@ -162,6 +166,10 @@ class Client:
         self._by_tag: dict[int, Record] = {}  # attached: tasks the control plane places for us
         self._background: set[asyncio.Task] = set()  # placing due tasks, callbacks
         self.events = Events()
+        # task.started: workers send no message when they take a task, so while somebody listens
+        # the client looks at its oldest tasks in flight every _STARTED_POLL s.
+        self._started_timer: asyncio.TimerHandle | None = None
+        self._started_seen: set[str] = set()  # ids of tasks in flight reported started
 
     # ------------------------------------------------------------------ life
 
@@ -221,6 +229,7 @@ class Client:
             segment.arm(self._client_id)
             self._schedule = Schedule(loop)
             self._periodic = Periodic.start(self._schedule, tasks, self._run_periodic, self.get_status)
+            self._watch_started()
         except BaseException:
             self._teardown(grace=0.0)
             raise
@@ -250,6 +259,7 @@ class Client:
         loop.add_reader(eventfd, self._on_wakeup)
         link.listen(self._answer, self._on_control_plane_gone)
         segment.arm(self._client_id)
+        self._watch_started()
 
     def _on_control_plane_gone(self) -> None:
         """The control plane stopped or died: nothing pending will ever finish."""
@@ -302,6 +312,9 @@ class Client:
         _live_clients.discard(self)
         for task in self._background:
             task.cancel()
+        if self._started_timer is not None:
+            self._started_timer.cancel()
+            self._started_timer = None
         if self._schedule is not None:
             self._schedule.close()  # what waited for its time ends with the rest of the unfinished
         segment, supervisor, control = self._segment, self._supervisor, self._control
@@ -327,9 +340,9 @@ class Client:
                         (entry[0], finished_status(entry), entry[3], entry[4], entry[5])
                         for entry in self._records.finished_items()
                     )
-                    control.hand_over_retries(
+                    control.hand_over_retries(  # the exhausted too: their final result counts the attempts
                         wire.RetryState(r.tag, r.fn_id, r.lane, r.flags, r.attempt, r.policy, r.timeout, r.payload)
-                        for r in retrying if not r.exhausted
+                        for r in retrying
                     )
                 control.close()
                 self._control = None
@@ -480,7 +493,13 @@ class Client:
         """Call ``handler(dict)`` (sync or async) on each event: task.queued, task.started,
         task.success, task.failure, task.retrying, task.cancelled, worker.started, worker.lost.
         A handler that raises is logged and ignored.  Returns the handler."""
-        return self.events.on(event, handler)
+        self.events.on(event, handler)
+        self._watch_started()
+        return handler
+
+    def _watch_started(self) -> None:
+        if self._started_timer is None and self._loop is not None and self.events.listens("task.started"):
+            self._started_timer = self._loop.call_later(_STARTED_POLL, self._poll_started)
 
     def off(self, event: str, handler: Any) -> None:
         self.events.off(event, handler)
@@ -797,9 +816,10 @@ class Client:
             record = by_handle.get(handle) or self._by_tag.get(tag)
             if record is None:
                 continue
-            if t_start and self.events.listens("task.started"):
+            if t_start and self.events.listens("task.started") and record.task_id not in self._started_seen:
                 self._emit_task("task.started", record.task_id, record.task_name, attempt=record.attempt,
                                 started_at=from_ns(t_start))
+            self._started_seen.discard(record.task_id)  # a retry's next attempt starts anew
             if status == _native.RESULT_FAILURE and record.retry is not None and not record.retry.exhausted:
                 continue  # task.retrying follows
             finished.append((record.task_id, record.task_name, _STATUS_OF[status].value, payload))
@@ -819,6 +839,29 @@ class Client:
             elif payload:
                 extra["error"] = decode_failure(payload)[0]
             self._emit_task(event, task_id, task_name, **extra)
+
+    def _poll_started(self) -> None:
+        """Report the tasks in flight that started since the last look (oldest first, at most
+        _STARTED_SCAN of them a look: the ring runs each lane in order)."""
+        self._started_timer = None
+        segment = self._segment
+        if segment is None or segment is eager.NO_SEGMENT or not self.events.listens("task.started"):
+            return
+        seen = self._started_seen
+        started = []
+        for record in list(itertools.islice(self._records.in_flight.values(), _STARTED_SCAN)):
+            if record.task_id not in seen:
+                state, t_start = segment.handle_state(record.handle)
+                if state == _native.SLOT_RUNNING:
+                    seen.add(record.task_id)
+                    started.append((record, t_start))
+        for record, t_start in started:  # handlers may submit tasks: not while iterating those
+            self._emit_task("task.started", record.task_id, record.task_name, attempt=record.attempt,
+                            started_at=from_ns(t_start))
+        if len(seen) > 2 * len(self._records.in_flight) + 64:  # tasks cancelled or failed meanwhile
+            seen.intersection_update(self._records.in_flight_ids())
+        if self._loop is not None and not self._closed:
+            self._started_timer = self._loop.call_later(_STARTED_POLL, self._poll_started)
 
     def _in_background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -154,6 +154,9 @@ class RecordTable:
         if record.handle != NOT_IN_RING:
             self.in_flight[record.handle] = record
 
+    def in_flight_ids(self) -> set[str]:
+        return {record.task_id for record in self.in_flight.values()}
+
     def placed(self, record: Record, handle: int) -> None:
         """A task that waited for its time is in the ring now."""
         record.handle = handle

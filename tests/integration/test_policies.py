@@ -297,6 +297,29 @@ def test_events_follow_each_task_and_a_raising_handler_breaks_nothing(client_fac
     assert "handler bug" in caplog.text
 
 
+def test_task_started_is_reported_while_the_task_runs(client_factory, tmp_path):
+    gate = tmp_path / "gate"
+    started: list[dict] = []
+
+    async def main():
+        async with client_factory(workers=1) as client:
+            client.on("task.started", started.append)
+            task_id = await client.delay("wait_for_file", str(gate))
+            for _ in range(500):
+                if started:
+                    break
+                await asyncio.sleep(0.01)
+            status_then = client.get_status(task_id)
+            gate.touch()
+            await client.wait(task_id)
+            return task_id, status_then
+
+    task_id, status_then = run(main())
+    assert status_then is TaskStatus.STARTED  # reported before it finished
+    assert [(e["task_id"], e["attempt"]) for e in started] == [(task_id, 1)]  # once, not again at the end
+    assert started[0]["started_at"] is not None
+
+
 def test_worker_events(client_factory):
     events: list[dict] = []
 
