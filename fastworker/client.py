@@ -257,7 +257,7 @@ class Client:
         self._loop = loop = asyncio.get_running_loop()
         _live_clients.add(self)
         loop.add_reader(eventfd, self._on_wakeup)
-        link.listen(self._answer, self._on_control_plane_gone)
+        link.listen(self._answer, self._on_control_plane_gone, lambda event: self._on_worker(event["event"], event))
         segment.arm(self._client_id)
         self._watch_started()
 

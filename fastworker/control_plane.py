@@ -216,6 +216,7 @@ class ControlPlane:
             on_arena=self._wake_all,
             client_fd=self._client_fd,
             task_id=self._task_id,
+            on_worker=self._on_worker,
         )
         self.own_entry, self.own_generation = self.segment.client_open(os.getpid())
         self.own_eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -731,6 +732,11 @@ class ControlPlane:
             attached = self.clients.get(client)
             if attached is not None:
                 os.eventfd_write(attached.eventfd, 1)
+
+    def _on_worker(self, event: str, payload: dict) -> None:
+        """worker.started / worker.lost: told to every attached client (their handlers decide)."""
+        for attached in self.clients.values():
+            send_json(attached.conn, payload)
 
     def _wake_all(self) -> None:
         for attached in self.clients.values():

@@ -1,8 +1,8 @@
 """An attached client's side of the control plane's protocol (control_plane.py).
 
     open()      connect to <name>.sock, HELLO + this client's eventfd  ->  WELCOME
-    listen()    questions the control plane relays from other clients (result, cancel)
-                arrive here; EOF means the control plane is gone
+    listen()    questions the control plane relays from other clients (result, cancel) and
+                its worker events arrive here; EOF means the control plane is gone
     answer()    the reply to such a question, on the same connection
     query()     one question of ours (a task of another client, unschedule, stop), on a
                 connection of its own
@@ -77,8 +77,12 @@ class Link:
 
     # -------------------------------------------------------------- listening
 
-    def listen(self, on_question: Callable[[dict], None], on_gone: Callable[[], None]) -> None:
-        """Call on_question(message) for each relayed question; on_gone() once, at EOF."""
+    def listen(
+        self, on_question: Callable[[dict], None], on_gone: Callable[[], None],
+        on_event: Callable[[dict], None] = lambda event: None,
+    ) -> None:
+        """Call on_question(message) for each relayed question, on_event(message) for each
+        worker event the control plane announces, and on_gone() once, at EOF."""
 
         def readable() -> None:
             while self._listening:
@@ -98,6 +102,8 @@ class Link:
                     continue
                 if isinstance(ask, dict) and "qid" in ask:
                     on_question(ask)
+                elif isinstance(ask, dict) and str(ask.get("event", "")).startswith("worker."):
+                    on_event(ask)
 
         self._listening = True
         self.loop.add_reader(self.sock, readable)

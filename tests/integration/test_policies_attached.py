@@ -165,3 +165,24 @@ def test_retries_go_on_in_the_control_plane_after_the_client_left(control_plane,
     assert wait_until(lambda: status(name, failing_id)["status"] == "failure", 10.0)
     found = status(name, failing_id)
     assert (found["error"], found["attempts"]) == ("ValueError: boom", 2)
+
+
+def test_an_attached_client_hears_the_control_planes_worker_events(control_plane):
+    events: list[dict] = []
+
+    async def main():
+        async with Client(name=control_plane.name) as client:
+            client.on("worker.lost", events.append)
+            client.on("worker.started", events.append)
+            lost = await client.submit_task("run_and", args=("SIGKILL",))
+            for _ in range(500):
+                if any(e["event"] == "worker.started" for e in events):
+                    break
+                await asyncio.sleep(0.01)
+            return lost
+
+    lost = asyncio.run(main())
+    assert lost.status is TaskStatus.FAILURE and "SIGKILL" in lost.error
+    [dead] = [e for e in events if e["event"] == "worker.lost"]
+    assert "SIGKILL" in dead["how"] and dead["tasks_failed"] == 1
+    assert any(e["event"] == "worker.started" for e in events)  # its replacement
