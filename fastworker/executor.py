@@ -13,7 +13,8 @@ results and supervises the workers.  The fork server is forked before that
 thread starts ("fork before threads"), and replacements come from it.
 
 Like ``ProcessPoolExecutor`` it pickles functions by reference (protocol 5),
-so a lambda or a closure is refused with a clear error; an exception raised
+so a lambda or a closure is refused with a clear error, unless
+``serialization_format="cloudpickle"`` sends them by value; an exception raised
 in a worker is re-raised by ``Future.result()`` with the worker's traceback
 as its ``__cause__``.  Unlike it, a worker that dies fails only the futures
 of the tasks it was running, and the executor keeps working.
@@ -135,6 +136,27 @@ _TASKS = (
 _FN_CALL, _FN_CHUNK = 0, 1
 
 
+def _pickler_for(serialization_format: str | None) -> type[pickle.Pickler]:
+    """The Executor pickles: functions by reference ('pickle', the default), or by value
+    ('cloudpickle': lambdas and closures too).  JSON cannot carry a function."""
+    fmt = serialization_format.strip().lower() if isinstance(serialization_format, str) else serialization_format
+    if fmt in (None, "pickle"):
+        return pickle.Pickler
+    if fmt == "cloudpickle":
+        try:
+            import cloudpickle
+        except ImportError:
+            raise ImportError(
+                "Executor(serialization_format='cloudpickle') needs cloudpickle: pip install 'fastworker[cloudpickle]'"
+            ) from None
+        return cloudpickle.Pickler
+    raise ValueError(
+        f"Executor serialization_format must be 'pickle' (functions by reference, the default) or "
+        f"'cloudpickle' (lambdas and closures too), not {serialization_format!r}: an Executor sends Python "
+        "functions and objects, which JSON cannot carry (JSON is for Client tasks)"
+    )
+
+
 def _unpickle(payload: bytes) -> Any:
     return PICKLE_CODEC.decode_result(payload)
 
@@ -152,7 +174,9 @@ class Executor(concurrent.futures.Executor):
         slots: int | None = None,
         arena_size: int | str | None = None,
         spin_us: int | None = None,
+        serialization_format: str | None = None,
     ) -> None:
+        self._pickler = _pickler_for(serialization_format)
         if max_tasks_per_child is not None and (
             type(max_tasks_per_child) is not int or max_tasks_per_child < 1  # noqa: E721 - bool is not a count
         ):
@@ -202,18 +226,21 @@ class Executor(concurrent.futures.Executor):
         """The pickled call: bytes, or a layout whose big buffers (NumPy arrays, bytearrays)
         the ring copies straight into the arena (oob.py); pass it to _queue as is."""
         try:
-            payload, _laid_out = oob.encode(call_args)
+            payload, _laid_out = oob.encode(call_args, self._pickler)
             return payload  # a plain protocol-5 pickle when not laid out: the codec's very bytes
-        except Exception:  # noqa: BLE001 - the codec below names what cannot be pickled
-            pass
+        except Exception as exc:  # noqa: BLE001 - the codec below names what cannot be pickled
+            failure: BaseException = exc
+        name = getattr(fn, "__qualname__", repr(fn))
+        if self._pickler is not pickle.Pickler:  # cloudpickle: its own message says what failed
+            raise SerializationError(f"cannot send {name!r} or its arguments to a worker: {failure}") from failure
         try:
             payload, _flags = PICKLE_CODEC.encode_args(CALL, call_args, None)
         except SerializationError as exc:
-            name = getattr(fn, "__qualname__", repr(fn))
             raise SerializationError(
                 f"cannot send {name!r} or its arguments to a worker: {exc}. Functions are sent by reference, "
                 "like ProcessPoolExecutor does: define it at module level (a lambda or a nested function "
-                "cannot be found by name in the worker)"
+                "cannot be found by name in the worker), or send them by value with "
+                "Executor(serialization_format='cloudpickle') (pip install 'fastworker[cloudpickle]')"
             ) from exc
         return payload
 

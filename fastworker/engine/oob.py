@@ -86,25 +86,42 @@ def _holds_big_buffer(value: Any, depth: int = 0) -> bool:
     return False
 
 
-def encode(value: Any) -> tuple[bytes | Layout, bool]:
+def _dumps(value: Any, pickler: type[pickle.Pickler], buffer_callback: Any = None, big_buffers: bool = False) -> bytes:
+    if pickler is pickle.Pickler and not big_buffers:
+        return pickle.dumps(value, 5, buffer_callback=buffer_callback)  # the C fast path
+    stream = io.BytesIO()
+    (_out_of_band(pickler) if big_buffers else pickler)(stream, 5, buffer_callback=buffer_callback).dump(value)
+    return stream.getvalue()
+
+
+_OUT_OF_BAND: dict[type, type] = {pickle.Pickler: _BuffersOutOfBand}
+
+
+def _out_of_band(pickler: type[pickle.Pickler]) -> type[pickle.Pickler]:
+    """`pickler` (pickle's, or cloudpickle's) that sends big bytes, bytearrays and memoryviews
+    out of band."""
+    cls = _OUT_OF_BAND.get(pickler)
+    if cls is None:
+        cls = _OUT_OF_BAND[pickler] = type(
+            f"OutOfBand{pickler.__name__}", (pickler,), {"persistent_id": _BuffersOutOfBand.persistent_id}
+        )
+    return cls
+
+
+def encode(value: Any, pickler: type[pickle.Pickler] = pickle.Pickler) -> tuple[bytes | Layout, bool]:
     """(payload, out_of_band): a plain protocol-5 pickle, or the layout of the block as
     (length, [(offset, buffer), ...]) for the ring to copy each piece straight into place
-    (no intermediate copy of the buffers)."""
+    (no intermediate copy of the buffers).  `pickler`: pickle's, or cloudpickle's."""
     buffers: list[pickle.PickleBuffer] = []
-    if _holds_big_buffer(value):
-        stream = io.BytesIO()
-        _BuffersOutOfBand(stream, 5, buffer_callback=buffers.append).dump(value)
-        data = stream.getvalue()
-    else:
-        data = pickle.dumps(value, 5, buffer_callback=buffers.append)
+    data = _dumps(value, pickler, buffers.append, big_buffers=_holds_big_buffer(value))
     if not buffers:
         return data, False
     try:
         raws = [b.raw() for b in buffers]
     except BufferError:  # a non-contiguous buffer: send it in-band
-        return pickle.dumps(value, 5), False
+        return _dumps(value, pickler), False
     if sum(r.nbytes for r in raws) < MIN_OUT_OF_BAND:
-        return pickle.dumps(value, 5), False
+        return _dumps(value, pickler), False
     at = _HEAD.size + _ENTRY.size * len(raws) + len(data)
     places = []
     for raw in raws:
@@ -112,7 +129,7 @@ def encode(value: Any) -> tuple[bytes | Layout, bool]:
         places.append((at, raw.nbytes))
         at += raw.nbytes
     if len(raws) > 60:  # the ring takes at most 64 pieces: lay many small buffers out in-band
-        return pickle.dumps(value, 5), False
+        return _dumps(value, pickler), False
     head = _HEAD.pack(MAGIC, len(raws), len(data)) + b"".join(_ENTRY.pack(*place) for place in places)
     pieces: list[tuple[int, Any]] = [(0, head), (len(head), data)]
     pieces += [(offset, raw.cast("B")) for (offset, _), raw in zip(places, raws)]

@@ -658,3 +658,28 @@ def test_big_bytes_bytearrays_and_memoryviews_cross_out_of_band_keeping_their_ty
         assert type(view) is memoryview and view.format == "I" and view.tobytes() == bytes(data)
         assert _inside(ex._segment, view)  # the result is a view of the shared segment, no copy
         del view
+
+
+def test_cloudpickle_sends_lambdas_and_closures_by_value():
+    pytest.importorskip("cloudpickle")
+    offset = 10
+
+    def add_offset(x):  # a closure: plain pickle cannot find it by name in the worker
+        return x + offset
+
+    with Executor(workers=2, serialization_format="cloudpickle") as ex:
+        assert ex.submit(lambda x: x * 3, 4).result() == 12
+        assert list(ex.map(add_offset, range(5))) == [10, 11, 12, 13, 14]
+        data = bytes(200_000)  # big arguments still travel out of band
+        assert ex.submit(lambda b: len(b), data).result() == 200_000
+
+
+def test_the_default_refusal_of_a_lambda_says_how_to_send_it_by_value(ex):
+    with pytest.raises(SerializationError, match="serialization_format='cloudpickle'"):
+        ex.submit(lambda: 1)
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml", 3])
+def test_an_executor_format_other_than_pickle_or_cloudpickle_is_refused(fmt):
+    with pytest.raises(ValueError, match="'pickle'.*'cloudpickle'"):
+        Executor(workers=1, serialization_format=fmt)
