@@ -205,6 +205,7 @@ class Executor(concurrent.futures.Executor):
             self._supervisor = Supervisor(
                 segment, self.config.workers, spec, self._on_lost, self._loop,
                 on_arena=self._collect, on_initializer_failed=self._on_initializer_failed,
+                watch_deadlines=False,  # its tasks have no time limits: no timer in its loop
             )
             self._supervisor.start()  # forks the fork server: before the collector thread exists
             self._loop.add_reader(self._eventfd, self._on_wakeup)
