@@ -375,17 +375,14 @@ def list_tasks(task_modules, list_periodic, name, as_json):
     if rows[0]["module"] is None:
         click.echo("\n".join(row["name"] for row in rows))
         return
-    table = [("NAME", "MODULE", "SIGNATURE")] + [(r["name"], r["module"], r["signature"]) for r in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(2)]
-    for line in table:
-        click.echo(f"{line[0]:<{widths[0]}}  {line[1]:<{widths[1]}}  {line[2]}")
+    _echo_columns([("NAME", "MODULE", "SIGNATURE")] + [(r["name"], r["module"], r["signature"]) for r in rows])
 
 
 def _list_periodic(config: Config, as_json: bool) -> None:
     """The running control plane's periodic tasks, or (with --task-modules) those the modules
     define, with the next run each would have if started now."""
     if config.task_modules:
-        from .engine.periodic import next_cron_time
+        from .engine.periodic import Series
         from .tasks.registry import load_task_modules, registry
 
         try:
@@ -393,15 +390,7 @@ def _list_periodic(config: Config, as_json: bool) -> None:
         except FastWorkerError as exc:
             _fail(exc)
         now = time.time()
-        rows = []
-        for defn in registry._snapshot_state().values():
-            policy = defn.policy
-            if not policy.periodic:
-                continue
-            first = now if policy.cron is None else next_cron_time(policy.cron, now)
-            rows.append({"task_name": defn.name,
-                         "schedule": f"cron {policy.cron}" if policy.cron else f"every {policy.repeat_interval:g} s",
-                         "next_run": datetime.fromtimestamp(first).astimezone().isoformat(), "runs": 0, "skipped": 0})
+        rows = [Series.first(d, now).row() for d in registry._snapshot_state().values() if d.policy.periodic]
     else:
         from . import queries
 
@@ -413,12 +402,16 @@ def _list_periodic(config: Config, as_json: bool) -> None:
     if not rows:
         click.echo("No periodic tasks.")
         return
-    table = [("NAME", "SCHEDULE", "NEXT RUN", "RUNS")] + [
+    _echo_columns([("NAME", "SCHEDULE", "NEXT RUN", "RUNS")] + [
         (r["task_name"], r["schedule"], _iso(r["next_run"]) if r["next_run"] else "done", str(r["runs"])) for r in rows
-    ]
-    widths = [max(len(line[i]) for line in table) for i in range(3)]
+    ])
+
+
+def _echo_columns(table: list[tuple[str, ...]]) -> None:
+    """Rows of text in left-aligned columns (the last one ragged)."""
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
     for line in table:
-        click.echo(f"{line[0]:<{widths[0]}}  {line[1]:<{widths[1]}}  {line[2]:<{widths[2]}}  {line[3]}")
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)) + "  " + line[-1])
 
 
 def _duration(seconds: Any) -> str:

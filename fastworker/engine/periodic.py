@@ -34,11 +34,29 @@ class Series:
     skipped: int = 0
     last_task_id: str | None = None
 
+    @classmethod
+    def first(cls, defn: TaskDefinition, now: float) -> Series:
+        """A periodic task's series before its first run: an interval task runs at start, a cron
+        task at the next time its expression names."""
+        policy = defn.policy
+        return cls(defn.name, policy, now if policy.cron is None else next_cron_time(policy.cron, now))
+
     @property
     def schedule(self) -> str:
         if self.policy.cron is not None:
             return f"cron {self.policy.cron}"
         return f"every {self.policy.repeat_interval:g} s"
+
+    def row(self) -> dict:
+        """What `fastworker list --list-periodic` shows of it (next_run in ISO 8601, UTC)."""
+        return {
+            "task_name": self.name,
+            "schedule": self.schedule,
+            "next_run": None if self.next_due is None else datetime.fromtimestamp(self.next_due, timezone.utc).isoformat(),
+            "runs": self.runs,
+            "skipped": self.skipped,
+            "last_task_id": self.last_task_id,
+        }
 
 
 def next_cron_time(expression: str, after: float) -> float:
@@ -74,10 +92,8 @@ class Periodic:
         runner = cls(schedule, run, status_of)
         now = schedule.clock()
         for defn in periodic:
-            policy = defn.policy
-            first = now if policy.cron is None else next_cron_time(policy.cron, now)
-            series = runner.series[defn.name] = Series(defn.name, policy, None)
-            runner._plan(series, first)
+            series = runner.series[defn.name] = Series.first(defn, now)
+            runner._plan(series, series.next_due or now)
         return runner
 
     def _plan(self, series: Series, due: float) -> None:
@@ -112,17 +128,7 @@ class Periodic:
         self._plan(series, following)
 
     def describe(self) -> list[dict]:
-        return [
-            {
-                "task_name": s.name,
-                "schedule": s.schedule,
-                "next_run": None if s.next_due is None else datetime.fromtimestamp(s.next_due, timezone.utc).isoformat(),
-                "runs": s.runs,
-                "skipped": s.skipped,
-                "last_task_id": s.last_task_id,
-            }
-            for s in sorted(self.series.values(), key=lambda s: s.name)
-        ]
+        return [s.row() for s in sorted(self.series.values(), key=lambda s: s.name)]
 
 
 def _timestamp(moment: datetime) -> float:
